@@ -1,0 +1,56 @@
+"""Validation of events other systems send over HTTP. Pure: no I/O."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.events import PUBLIC_INPUT_TYPES, CloudEvent, UnknownEventType, canonical_type, parse_event
+
+
+class EventRejected(ValueError):
+    def __init__(self, status: int, error: str, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.details = details or []
+
+
+def validate_inbound_event(raw: bytes, tenant_id: uuid.UUID) -> CloudEvent[Any]:
+    """Parse a structured-mode CloudEvent from another system and stamp it with the caller's tenant.
+
+    Rejects: malformed JSON (400); a non-object; an unknown type, or one only Herald may state
+    (422); a body that does not match the type's schema (422, naming each field); a ``tenantid``
+    that is not the caller's (403).
+    """
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EventRejected(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise EventRejected(422, "invalid_event", "a CloudEvent is a JSON object with specversion, id, source, type, time and data")
+    try:
+        event_type = canonical_type(str(body.get("type", "")))
+    except UnknownEventType as exc:
+        raise EventRejected(422, "unknown_event_type", str(exc), [{"field": "type", "problem": str(exc)}]) from exc
+    if event_type not in PUBLIC_INPUT_TYPES:
+        msg = (f"event type {event_type!r} is stated by Herald itself and cannot be posted; "
+               f"accepted types: {', '.join(sorted(PUBLIC_INPUT_TYPES))}")
+        raise EventRejected(422, "event_type_not_accepted", msg, [{"field": "type", "problem": msg}])
+    claimed = body.get("tenantid")
+    if claimed is not None and str(claimed) != str(tenant_id):
+        raise EventRejected(403, "forbidden", "tenantid does not match the API key's tenant; omit it or use your own")
+    body["tenantid"] = str(tenant_id)
+    try:
+        return parse_event(body)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"].removeprefix("Value error, ")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+        raise EventRejected(422, "invalid_event", f"event does not match {event_type}: {summary}", details) from exc

@@ -1,0 +1,56 @@
+"""Composition root of the pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from services.pipeline import handlers
+from services.pipeline.domain import DEFAULT_ORDER_RULE
+from services.pipeline.models import SCHEMA, metadata
+from services.pipeline.settings import PipelineSettings
+from shared.api import ERROR_RESPONSES
+from shared.events import CloudEvent, MessageRequested, OrderStatusChanged
+from shared.service import ServiceRuntime
+from shared.tenancy import Tenant
+from shared.topology import EVENTS, subscription
+
+
+class RuleView(BaseModel):
+    name: str
+    event_type: str
+    text: str
+    priority: int
+    builtin: bool
+
+
+class RuleList(BaseModel):
+    items: list[RuleView]
+
+
+def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any]:
+    settings = settings or PipelineSettings()
+    runtime = ServiceRuntime(
+        settings, schema=SCHEMA, metadata=metadata, title="Herald pipeline",
+        description="Decides what to say: notification rules turn domain events into message requests.",
+    )
+    sub = subscription("pipeline", OrderStatusChanged)
+
+    @runtime.broker.subscriber(sub.queue, EVENTS, title=sub.queue_name,
+                               description="An order changed status: tell the customer.")
+    async def on_order_status_changed(event: CloudEvent[OrderStatusChanged]) -> None:
+        await handlers.notify_order_status(runtime, event)
+
+    api = APIRouter(prefix="/v1/rules", tags=["rules"], responses=ERROR_RESPONSES)
+
+    @api.get("", response_model=RuleList, summary="Notification rules in force for this tenant")
+    async def list_rules(_: Tenant = Depends(runtime.auth)) -> RuleList:
+        r = DEFAULT_ORDER_RULE
+        return RuleList(items=[RuleView(name=r.name, event_type=r.event_type, text=r.text,
+                                        priority=r.priority, builtin=True)])
+
+    runtime.declare_publishes(MessageRequested)
+    app = runtime.create_app([api])
+    return runtime, app

@@ -1,0 +1,42 @@
+"""Notification rules: which words a domain event becomes. Pure functions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from shared.events import OrderStatusChanged
+
+#: namespace of message ids derived from events: one event, one message id, one message
+MESSAGE_ID_NAMESPACE = uuid.UUID("5f1e3c1a-3b8e-4a53-9a36-6b0f1e0a4d11")
+
+
+@dataclass(frozen=True)
+class NotificationRule:
+    name: str
+    event_type: str
+    text: str
+    priority: int
+
+    def render(self, event: OrderStatusChanged) -> str:
+        return self.text.format(order_id=event.order_id, status=humanize(event.status),
+                                customer_name=event.customer_name or "")
+
+
+#: the rule every tenant has until it defines its own (rules CRUD comes with /v1/rules)
+DEFAULT_ORDER_RULE = NotificationRule(
+    name="default-order-status",
+    event_type=OrderStatusChanged.type_name(),
+    text="Your order {order_id} is {status}",
+    # order updates are transactional: they overtake marketing sends
+    priority=8,
+)
+
+
+def humanize(status: str) -> str:
+    """``ready_for_pickup`` → ``ready for pickup``: order systems use codes, customers read words."""
+    return status.replace("_", " ").replace("-", " ").strip()
+
+
+def message_id_for(tenant_id: uuid.UUID, event_id: str, rule: NotificationRule) -> uuid.UUID:
+    return uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{tenant_id}:{event_id}:{rule.name}")

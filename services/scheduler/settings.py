@@ -1,0 +1,18 @@
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import HeraldSettings
+
+
+class SchedulerSettings(HeraldSettings):
+    model_config = SettingsConfigDict(env_prefix="SCHEDULER_", extra="ignore")
+    service_name: ClassVar[str] = "scheduler"
+
+    port: int = 8002
+    claim_batch_size: int = Field(default=500, ge=1, description="Due rows claimed per transaction.")
+    max_sleep_seconds: float = Field(
+        default=30.0, gt=0, description="Longest sleep of the claim loop when nothing is due (a safety net; "
+        "new schedules wake it through NOTIFY).",
+    )

@@ -1,0 +1,100 @@
+"""Queries of the sender schema. Functions take the unit of work's connection and never commit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.sender.models import message_history, messages, sandbox_messages
+
+
+async def insert_message(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    """Insert unless the id or the tenant's idempotency key exists; True if inserted."""
+    stmt = pg.insert(messages).values(**values).on_conflict_do_nothing().returning(messages.c.id)
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def find_by_idempotency_key(conn: AsyncConnection, tenant_id: uuid.UUID, key: str) -> Row[Any] | None:
+    return (
+        await conn.execute(
+            sa.select(messages).where(messages.c.tenant_id == tenant_id, messages.c.idempotency_key == key)
+        )
+    ).first()
+
+
+async def get_message(conn: AsyncConnection, tenant_id: uuid.UUID, message_id: uuid.UUID) -> Row[Any] | None:
+    return (
+        await conn.execute(
+            sa.select(messages).where(messages.c.tenant_id == tenant_id, messages.c.id == message_id)
+        )
+    ).first()
+
+
+async def lock_message(conn: AsyncConnection, message_id: uuid.UUID) -> Row[Any] | None:
+    return (
+        await conn.execute(sa.select(messages).where(messages.c.id == message_id).with_for_update())
+    ).first()
+
+
+async def update_message(conn: AsyncConnection, message_id: uuid.UUID, **values: Any) -> None:
+    await conn.execute(sa.update(messages).where(messages.c.id == message_id).values(**values))
+
+
+async def add_history(conn: AsyncConnection, message_id: uuid.UUID, status: str, reason: str | None, at: datetime) -> None:
+    await conn.execute(sa.insert(message_history).values(message_id=message_id, status=status, reason=reason, at=at))
+
+
+async def history(conn: AsyncConnection, message_id: uuid.UUID) -> list[Row[Any]]:
+    return list(
+        (
+            await conn.execute(
+                sa.select(message_history.c.status, message_history.c.reason, message_history.c.at)
+                .where(message_history.c.message_id == message_id)
+                .order_by(message_history.c.id)
+            )
+        ).all()
+    )
+
+
+async def list_messages(
+    conn: AsyncConnection, tenant_id: uuid.UUID, *, status: str | None, recipient_hash: str | None,
+    created_before: datetime | None, created_after: datetime | None, limit: int,
+) -> list[Row[Any]]:
+    q = sa.select(messages).where(messages.c.tenant_id == tenant_id)
+    if status:
+        q = q.where(messages.c.status == status)
+    if recipient_hash:
+        q = q.where(messages.c.recipient_hash == recipient_hash)
+    if created_before:
+        q = q.where(messages.c.created_at < created_before)
+    if created_after:
+        q = q.where(messages.c.created_at >= created_after)
+    return list((await conn.execute(q.order_by(messages.c.created_at.desc()).limit(limit))).all())
+
+
+async def orphaned_sending(conn: AsyncConnection, cutoff: datetime, limit: int) -> list[Row[Any]]:
+    """Messages stuck in ``sending`` since before ``cutoff``, locked for this transaction."""
+    return list(
+        (
+            await conn.execute(
+                sa.select(messages.c.id, messages.c.tenant_id)
+                .where(messages.c.status == "sending", messages.c.sending_started_at < cutoff)
+                .order_by(messages.c.sending_started_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+    )
+
+
+async def list_sandbox(conn: AsyncConnection, tenant_id: uuid.UUID, *, message_id: uuid.UUID | None, limit: int) -> list[Row[Any]]:
+    q = sa.select(sandbox_messages).where(sandbox_messages.c.tenant_id == tenant_id)
+    if message_id:
+        q = q.where(sandbox_messages.c.message_id == message_id)
+    return list((await conn.execute(q.order_by(sandbox_messages.c.id.desc()).limit(limit))).all())

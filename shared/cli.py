@@ -1,0 +1,109 @@
+"""The ``herald`` command: migrate, run a service, manage tenants and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+
+from shared.settings import HeraldSettings
+
+SERVICES = ("ingest", "scheduler", "pipeline", "sender")
+
+
+def _settings() -> HeraldSettings:
+    return HeraldSettings()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from shared.logging import configure_logging
+    from shared.migrate import MIGRATIONS, upgrade_all
+
+    settings = _settings()
+    configure_logging("migrate", settings.log_level, "console")
+    schemas = args.schema or list(MIGRATIONS)
+    unknown = set(schemas) - set(MIGRATIONS)
+    if unknown:
+        print(f"unknown schema(s): {', '.join(sorted(unknown))}; known: {', '.join(MIGRATIONS)}", file=sys.stderr)
+        return 2
+    done = upgrade_all(settings.database_url, args.revision, schemas)
+    print(f"migrated: {', '.join(done)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"services.{args.service}.app")
+    runtime, app = module.build()
+    from shared.service import bootstrap
+
+    bootstrap(runtime.settings)
+    runtime.serve(app)
+    return 0
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    from shared.db import create_engine
+    from shared.tenancy import TenantExists, create_tenant
+
+    async def run() -> tuple[str, str]:
+        engine = create_engine(_settings().database_url, pool_size=1)
+        try:
+            tenant, key = await create_tenant(engine, args.name)
+            return str(tenant.id), key
+        finally:
+            await engine.dispose()
+
+    try:
+        tenant_id, key = asyncio.run(run())
+    except TenantExists as exc:
+        print(f"error: {exc}; pick another name", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"tenant_id": tenant_id, "api_key": key}))
+    else:
+        print(f"tenant {args.name!r} created: id {tenant_id}")
+        print(f"API key (shown once, store it now): {key}")
+    return 0
+
+
+def cmd_keys_generate(_: argparse.Namespace) -> int:
+    from shared.crypto import SecretBox
+
+    print(SecretBox.generate_key())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="herald", description="Herald: WhatsApp notifications and automation.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("migrate", help="apply database migrations (run before starting services)")
+    m.add_argument("--schema", action="append", help="only this schema (repeatable)")
+    m.add_argument("--revision", default="head")
+    m.set_defaults(func=cmd_migrate)
+
+    r = sub.add_parser("run", help="run one service in the foreground")
+    r.add_argument("service", choices=SERVICES)
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="tenant_command", required=True)
+    tc = t.add_parser("create", help="create a tenant and print its API key")
+    tc.add_argument("name")
+    tc.add_argument("--json", action="store_true", help='print {"tenant_id": ..., "api_key": ...}')
+    tc.set_defaults(func=cmd_tenant_create)
+
+    k = sub.add_parser("keys", help="secrets").add_subparsers(dest="keys_command", required=True)
+    kg = k.add_parser("generate", help="print a new Fernet key for HERALD_ENCRYPTION_KEYS")
+    kg.set_defaults(func=cmd_keys_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Transactional outbox relay: moves committed outbox rows to RabbitMQ.
+
+Invariants (after modern-python/faststream-outbox):
+- a row is marked ``published_at`` only after the broker confirmed the message (publisher
+  confirms; ``persist=True`` so it survives a broker restart; the channel raises on a returned
+  message), in the same transaction that claimed it;
+- rows are claimed with ``FOR UPDATE SKIP LOCKED``, so several replicas relay in parallel without
+  publishing a row twice in the normal case;
+- a crash after the confirm and before the commit publishes the row again: delivery is
+  at-least-once, and every consumer is idempotent on the event id.
+
+The relay waits on PostgreSQL ``LISTEN`` (``UnitOfWork.commit`` notifies), so a new event is
+published within milliseconds, with a slow poll as a safety net for a lost notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import sqlalchemy as sa
+from faststream.rabbit import RabbitBroker
+from prometheus_client import Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import is_transient_db_error, notify_channel
+from shared.notify import Wakeup
+from shared.logging import get_logger
+from shared.topology import EVENTS
+
+log = get_logger(__name__)
+
+OUTBOX_PUBLISHED = Counter("herald_outbox_published_total", "Outbox events confirmed by the broker", ["service"])
+OUTBOX_FAILURES = Counter("herald_outbox_publish_failures_total", "Outbox publish attempts that failed", ["service"])
+OUTBOX_PENDING = Gauge("herald_outbox_pending", "Outbox rows not yet published (at the last relay pass)", ["service"])
+
+RETENTION = "1 hour"
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        service: str,
+        engine: AsyncEngine,
+        outbox: sa.Table,
+        broker: RabbitBroker,
+        batch_size: int = 200,
+        poll_seconds: float = 2.0,
+        publish_timeout: float = 10.0,
+    ) -> None:
+        self.service = service
+        self._engine = engine
+        self._outbox = outbox
+        self._broker = broker
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._publish_timeout = publish_timeout
+        self._stopping = asyncio.Event()
+        self._wakeup = Wakeup(engine, notify_channel(outbox.schema or "public"))
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Relay until ``stop``; survives broker and database outages by backing off."""
+        backoff = 0.5
+        last_purge = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            try:
+                await self._wakeup.ensure_listening()
+                published = await self.relay_once()
+                backoff = 0.5
+                if loop.time() - last_purge > 300:
+                    await self._purge()
+                    last_purge = loop.time()
+                if published >= self._batch_size:
+                    continue  # more waiting: no sleep
+                await self._wakeup.wait(self._poll_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                OUTBOX_FAILURES.labels(self.service).inc()
+                level = "warning" if is_transient_db_error(exc) or _is_broker_error(exc) else "error"
+                getattr(log, level)("outbox relay pass failed", error=repr(exc)[:300], retry_in=backoff)
+                await self._wakeup.close()
+                await asyncio.sleep(backoff)
+                backoff = min(10.0, backoff * 2)
+        await self._wakeup.close()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many rows were confirmed and marked."""
+        t = self._outbox
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.c.id, t.c.event_id, t.c.routing_key, t.c.body, t.c.priority)
+                    .where(t.c.published_at.is_(None))
+                    .order_by(t.c.id)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                OUTBOX_PENDING.labels(self.service).set(0)
+                return 0
+            results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
+            confirmed = [r.id for r, res in zip(rows, results) if not isinstance(res, BaseException)]
+            failures = [res for res in results if isinstance(res, BaseException)]
+            if confirmed:
+                await conn.execute(
+                    sa.update(t).where(t.c.id.in_(confirmed)).values(published_at=sa.func.now())
+                )
+        OUTBOX_PUBLISHED.labels(self.service).inc(len(confirmed))
+        if failures:
+            raise failures[0]
+        return len(confirmed)
+
+    async def _publish(self, row: Any) -> None:
+        await self._broker.publish(
+            row.body,
+            exchange=EVENTS,
+            routing_key=row.routing_key,
+            persist=True,
+            mandatory=True,
+            message_id=row.event_id,
+            content_type="application/json",
+            priority=row.priority,
+            timeout=self._publish_timeout,
+        )
+
+    async def _purge(self) -> None:
+        t = self._outbox
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.delete(t).where(
+                    t.c.published_at.is_not(None),
+                    t.c.published_at < sa.func.now() - sa.text(f"interval '{RETENTION}'"),
+                )
+            )
+            pending = (
+                await conn.execute(sa.select(sa.func.count()).where(t.c.published_at.is_(None)))
+            ).scalar_one()
+        OUTBOX_PENDING.labels(self.service).set(pending)
+
+
+def _is_broker_error(exc: BaseException) -> bool:
+    import aio_pika.exceptions
+    import aiormq.exceptions
+
+    return isinstance(
+        exc, (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError)
+    )

@@ -1,0 +1,116 @@
+"""RabbitMQ topology, declared once and imported by every service.
+
+- ``herald.events``: durable topic exchange; routing key = versioned event type.
+- ``herald.unrouted``: alternate exchange of ``herald.events``. An event no queue is bound for yet
+  (a fact nobody consumes today) lands in ``herald.unrouted`` instead of being dropped or bounced:
+  an operator can see it, and the outbox relay is never stuck on a message the broker returns.
+- ``herald.dlx``: dead-letter exchange. A message a consumer rejects (it cannot be parsed or it
+  failed past its delivery limit) is routed there with its queue name as routing key and kept in
+  ``<service>.dead-letters``.
+- Work queues ``<service>.<event>``: quorum queues with a delivery limit (poison messages stop
+  looping), except ``sender.message.requested``, a classic queue with priorities 1–10 (quorum
+  queues gain priorities only in RabbitMQ 4).
+
+Changing a queue's arguments needs a new queue name: RabbitMQ refuses a redeclare with other
+arguments (PRECONDITION_FAILED).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
+
+from shared.events import (
+    ContactOptedIn, ContactOptedOut, DeliveryStatus, DraftReady, EventCancelled, EventChanged,
+    EventData, EventPublished, InboundReceived, MessageRequested, OrderStatusChanged, PacingDue,
+)
+
+EVENTS_EXCHANGE_NAME = "herald.events"
+UNROUTED_EXCHANGE_NAME = "herald.unrouted"
+DLX_NAME = "herald.dlx"
+DELIVERY_LIMIT = 10
+MAX_PRIORITY = 10
+
+EVENTS = RabbitExchange(
+    EVENTS_EXCHANGE_NAME,
+    type=ExchangeType.TOPIC,
+    durable=True,
+    arguments={"alternate-exchange": UNROUTED_EXCHANGE_NAME},
+)
+UNROUTED = RabbitExchange(UNROUTED_EXCHANGE_NAME, type=ExchangeType.FANOUT, durable=True)
+DLX = RabbitExchange(DLX_NAME, type=ExchangeType.TOPIC, durable=True)
+
+UNROUTED_QUEUE = RabbitQueue(
+    "herald.unrouted",
+    queue_type=QueueType.QUORUM,
+    durable=True,
+    arguments={"x-max-length": 100_000, "x-message-ttl": 7 * 24 * 3600 * 1000},
+)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One service's durable interest in one event type."""
+
+    service: str
+    event: type[EventData]
+    priority: bool = False
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.service}.{self.event.event_type}"
+
+    @property
+    def queue(self) -> RabbitQueue:
+        dead_letter = {
+            "x-dead-letter-exchange": DLX_NAME,
+            "x-dead-letter-routing-key": self.queue_name,
+        }
+        if self.priority:
+            return RabbitQueue(
+                self.queue_name,
+                queue_type=QueueType.CLASSIC,
+                durable=True,
+                routing_key=self.event.type_name(),
+                arguments={**dead_letter, "x-max-priority": MAX_PRIORITY},
+            )
+        return RabbitQueue(
+            self.queue_name,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=self.event.type_name(),
+            arguments={**dead_letter, "x-delivery-limit": DELIVERY_LIMIT},
+        )
+
+
+def dead_letter_queue(service: str) -> RabbitQueue:
+    return RabbitQueue(
+        f"{service}.dead-letters",
+        queue_type=QueueType.QUORUM,
+        durable=True,
+        routing_key=f"{service}.#",
+    )
+
+
+#: who consumes what. Adding a line here (and a subscriber) is how a service starts listening.
+SUBSCRIPTIONS: tuple[Subscription, ...] = (
+    Subscription("sender", MessageRequested, priority=True),
+    Subscription("pipeline", OrderStatusChanged),
+)
+
+SERVICES = ("ingest", "scheduler", "pipeline", "sender")
+
+# Event types that are part of the contract but have no consumer in this release; listed so that
+# the AsyncAPI documents and the tests know them.
+UNCONSUMED = (
+    DeliveryStatus, InboundReceived, ContactOptedOut, ContactOptedIn, PacingDue, DraftReady,
+    EventPublished, EventChanged, EventCancelled,
+)
+
+
+def subscription(service: str, event: type[EventData]) -> Subscription:
+    for sub in SUBSCRIPTIONS:
+        if sub.service == service and sub.event is event:
+            return sub
+    raise KeyError(f"{service} has no subscription to {event.type_name()} in shared.topology")
