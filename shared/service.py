@@ -40,7 +40,7 @@ from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.settings import HeraldSettings
 from shared.tenancy import TenantAuth
-from shared.topology import DLX, EVENTS, UNROUTED, UNROUTED_EXCHANGE_NAME, UNROUTED_QUEUE, dead_letter_queue
+from shared.topology import EVENTS, declare_shared
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -154,7 +154,7 @@ class ServiceRuntime:
         while not self.stopping.is_set():
             try:
                 await self.broker.start()
-                await self._declare_topology()
+                await declare_shared(self.broker, self.service)
                 self.broker_started.set()
                 self.relay.wake()
                 log.info("broker connected")
@@ -165,15 +165,6 @@ class ServiceRuntime:
                     await self.broker.stop()
                 await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
-
-    async def _declare_topology(self) -> None:
-        """What subscribers do not declare themselves: the alternate and dead-letter exchanges."""
-        await self.broker.declare_exchange(UNROUTED)
-        unrouted = await self.broker.declare_queue(UNROUTED_QUEUE)
-        await unrouted.bind(UNROUTED_EXCHANGE_NAME)
-        await self.broker.declare_exchange(DLX)
-        dlq = await self.broker.declare_queue(dead_letter_queue(self.service))
-        await dlq.bind(DLX.name, routing_key=f"{self.service}.#")
 
     async def _run_loop(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         while not self.stopping.is_set():

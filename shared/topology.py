@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
+from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
 from shared.events import (
     ContactOptedIn, ContactOptedOut, DeliveryStatus, DraftReady, EventCancelled, EventChanged,
@@ -107,6 +107,19 @@ UNCONSUMED = (
     DeliveryStatus, InboundReceived, ContactOptedOut, ContactOptedIn, PacingDue, DraftReady,
     EventPublished, EventChanged, EventCancelled,
 )
+
+
+async def declare_shared(broker: "RabbitBroker", service: str) -> None:
+    """Declare what subscribers do not declare themselves: the events exchange with its alternate
+    exchange and unrouted queue, and the dead-letter exchange with this service's dead-letter queue.
+    Idempotent: every process runs it at connect."""
+    await broker.declare_exchange(EVENTS)
+    await broker.declare_exchange(UNROUTED)
+    unrouted = await broker.declare_queue(UNROUTED_QUEUE)
+    await unrouted.bind(UNROUTED_EXCHANGE_NAME)
+    await broker.declare_exchange(DLX)
+    dlq = await broker.declare_queue(dead_letter_queue(service))
+    await dlq.bind(DLX_NAME, routing_key=f"{service}.#")
 
 
 def subscription(service: str, event: type[EventData]) -> Subscription:
