@@ -12,7 +12,7 @@ import aio_pika
 import httpx
 import pytest
 
-from tests.e2e.conftest import Herald, wait_for
+from tests.e2e.conftest import Herald, herald_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 PHONE = "+5511999998888"
@@ -51,12 +51,7 @@ async def publish_requests(amqp_url: str, tenant_id: str, count: int) -> list[st
 
 
 def test_sigkill_of_the_sender_mid_stream_loses_nothing_and_sends_nothing_twice(herald: Herald):
-    import subprocess
-    import sys
-
-    tenant = json.loads(subprocess.run(
-        [sys.executable, "-m", "shared.cli", "tenant", "create", f"kill-{uuid.uuid4().hex[:6]}", "--json"],
-        env=herald.env, capture_output=True, text=True, check=True, timeout=60).stdout)
+    tenant = json.loads(herald_cli(herald.env, "tenant", "create", f"kill-{uuid.uuid4().hex[:6]}", "--json"))
     client = herald.client("sender", tenant["api_key"])
     sender = herald.services["sender"]
     total = 400

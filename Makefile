@@ -1,0 +1,28 @@
+# Herald's two commands: `make up` runs it, `make test` tests it. Both start from a bare clone.
+UV := ./scripts/uv
+
+.PHONY: up test test-unit bench install clean help
+
+help:
+	@echo "make up     install, start RabbitMQ + PostgreSQL, migrate, run the four services (Ctrl-C stops)"
+	@echo "make test   install and run the whole test suite on a real RabbitMQ and PostgreSQL"
+	@echo "make bench  run the benchmarks under bench/"
+	@echo "make clean  remove .herald/ (local broker and database data, demo tenant)"
+
+install:
+	$(UV) sync --frozen
+
+up: install
+	$(UV) run --frozen python -m devtools.up
+
+test: install
+	$(UV) run --frozen pytest
+
+test-unit: install
+	$(UV) run --frozen pytest tests/unit
+
+bench: install
+	$(UV) run --frozen python -m bench.first_slice
+
+clean:
+	rm -rf .herald

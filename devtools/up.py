@@ -1,0 +1,167 @@
+"""``make up``: Herald on this machine, with nothing but a clone.
+
+Where a Docker engine answers: ``docker compose up`` of the whole stack. Otherwise RabbitMQ and
+PostgreSQL from the machine's own packages (installing Debian's rabbitmq-server when missing)
+under ``.herald/``, then ``herald migrate``, a demo tenant, and the four services as processes on
+ports 8001–8004. Prints copy-paste ``curl`` commands; Ctrl-C stops everything it started (data in
+``.herald/`` is kept for the next run; ``make clean`` removes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from devtools.infra import LocalInfra, docker_available
+from devtools.processes import DEFAULT_PORTS, REPO, SERVICES, ServiceProcess, herald_cli, port_in_use
+
+STATE = REPO / ".herald"
+DEMO_FILE = STATE / "demo-tenant.json"
+
+
+def say(text: str) -> None:
+    print(f"herald: {text}", flush=True)
+
+
+def curl_examples(key: str, ports: dict[str, int]) -> str:
+    s, sc, i, p = (f"http://localhost:{ports[n]}" for n in ("sender", "scheduler", "ingest", "pipeline"))
+    auth = '-H "Authorization: Bearer $HERALD_KEY"'
+    json_ct = "-H 'Content-Type: application/json'"
+    return f"""
+  export HERALD_KEY={key}
+
+  # 1. send a WhatsApp message now (the sandbox provider records it instead of sending)
+  curl -s -X POST {s}/v1/messages {auth} {json_ct} \\
+       -d '{{"to": "+5511999998888", "text": "Your payment is confirmed", "priority": 9}}'
+  # then see it arrive, with its status history (use the id printed above)
+  curl -s {s}/v1/sandbox/messages {auth}
+  curl -s {s}/v1/messages/<id> {auth}
+
+  # 2. schedule one for 30 seconds from now
+  curl -s -X POST {sc}/v1/scheduled-messages {auth} {json_ct} \\
+       -d '{{"to": "+5511999998888", "text": "Your table is ready", "send_at": "'$(date -u -d '+30 seconds' +%Y-%m-%dT%H:%M:%SZ)'"}}'
+  curl -s {sc}/v1/scheduled-messages {auth}
+
+  # 3. your shop's order system reports a status change; the pipeline tells the customer
+  curl -s -X POST {i}/v1/events {auth} {json_ct} \\
+       -d '{{"specversion": "1.0", "id": "order-1042-ready", "source": "/my-shop/orders",
+            "type": "order.status_changed", "time": "'$(date -u +%Y-%m-%dT%H:%M:%SZ)'",
+            "data": {{"order_id": "1042", "status": "ready_for_pickup", "customer_phone": "+5511999998888"}}}}'
+
+  # API docs: {s}/docs  {sc}/docs  {i}/docs  {p}/docs   ·  events: {s}/asyncapi
+"""
+
+
+def demo_key(env: dict[str, str], sender_url: str) -> str:
+    """The demo tenant's key: reused across runs (kept in .herald/), created on first run."""
+    if DEMO_FILE.exists():
+        key = json.loads(DEMO_FILE.read_text())["api_key"]
+        if httpx.get(f"{sender_url}/v1/messages", params={"limit": 1},
+                     headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code == 200:
+            return key
+    name = "demo" if not DEMO_FILE.exists() else f"demo-{int(time.time())}"
+    created = json.loads(herald_cli(env, "tenant", "create", name, "--json"))
+    DEMO_FILE.write_text(json.dumps(created))
+    DEMO_FILE.chmod(0o600)
+    return created["api_key"]
+
+
+def run_local() -> int:
+    ports = {name: int(os.environ.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name])) for name in SERVICES}
+    busy = [f"{n} ({p})" for n, p in ports.items() if port_in_use(p)]
+    if busy:
+        say(f"port(s) in use: {', '.join(busy)}. Is Herald already running? Stop it, or set "
+            "INGEST_PORT/SCHEDULER_PORT/PIPELINE_PORT/SENDER_PORT.")
+        return 1
+    STATE.mkdir(exist_ok=True)
+    infra = LocalInfra(STATE / "infra", durable=True)
+    services: list[ServiceProcess] = []
+    stopping = False
+
+    def stop_everything(*_: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        say("stopping: draining the services (SIGTERM), then the broker and the database …")
+        for svc in services:
+            svc.terminate(timeout=30)
+        infra.stop()
+        say("stopped. Data is kept in .herald/ (remove it with `make clean`).")
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        say("starting RabbitMQ and PostgreSQL from this machine's packages (no Docker engine here) …")
+        urls = infra.start()
+        env = {k: v for k, v in os.environ.items()}
+        env.update(HERALD_ENVIRONMENT="development", HERALD_DATABASE_URL=urls.database_url,
+                   HERALD_AMQP_URL=urls.amqp_url, HERALD_LOG_FORMAT=env.get("HERALD_LOG_FORMAT", "json"))
+        say(f"database {urls.database_url.split('@')[-1]}, broker {urls.amqp_url.split('@')[-1]}")
+        say("migrating …")
+        say(herald_cli(env, "migrate").strip().splitlines()[-1])
+        logs = STATE / "logs"
+        for name in SERVICES:
+            svc = ServiceProcess(name, ports[name], env, logs / f"{name}.log", host="0.0.0.0")
+            svc.start()
+            services.append(svc)
+        for svc in services:
+            svc.wait_ready(timeout=90)
+            say(f"{svc.name:<9} ready on {svc.url}  (log: .herald/logs/{svc.name}.log)")
+        key = demo_key(env, services[-1].url)
+        print(f"\nHerald is up: all four services answer /readyz. Demo tenant key below; try:\n"
+              f"{curl_examples(key, ports)}\nPress Ctrl-C to stop everything.", flush=True)
+        while True:
+            for svc in services:
+                if svc.proc is not None and svc.proc.poll() is not None:
+                    say(f"{svc.name} exited with {svc.proc.returncode}; last lines of its log:\n{svc.log_tail()}")
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_everything()
+
+
+def run_compose() -> int:
+    compose = ["docker", "compose"]
+    say("a Docker engine answers: running the whole stack with Docker Compose")
+    try:
+        subprocess.run([*compose, "up", "--build", "--detach", "--wait"], check=True, cwd=REPO)
+        STATE.mkdir(exist_ok=True)
+        if DEMO_FILE.exists():
+            key = json.loads(DEMO_FILE.read_text())["api_key"]
+        else:
+            out = subprocess.run([*compose, "run", "--rm", "--no-deps", "migrate", "tenant", "create", "demo", "--json"],
+                                 check=True, cwd=REPO, capture_output=True, text=True).stdout
+            DEMO_FILE.write_text(out.strip().splitlines()[-1])
+            key = json.loads(DEMO_FILE.read_text())["api_key"]
+        print(f"\nHerald is up. Demo tenant key below; try:\n{curl_examples(key, DEFAULT_PORTS)}\n"
+              "Following the logs; press Ctrl-C to stop everything.", flush=True)
+        subprocess.run([*compose, "logs", "--follow", "ingest", "scheduler", "pipeline", "sender"], cwd=REPO)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        subprocess.run([*compose, "stop"], cwd=REPO)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make up", description=__doc__)
+    parser.add_argument("--no-docker", action="store_true", help="use the machine's own RabbitMQ and PostgreSQL")
+    args = parser.parse_args(argv)
+    if not args.no_docker and shutil.which("docker") and docker_available():
+        return run_compose()
+    return run_local()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
