@@ -533,6 +533,29 @@ class LocalInfra:
         finally:
             self._save_state()
 
+    def stop_database(self) -> None:
+        """Stop PostgreSQL only (fast shutdown: open connections are cut); its data stays."""
+        self._state = self._load_state()
+        self._stop_services(["postgres"], quiet=False)
+
+    def start_database(self) -> None:
+        """Start PostgreSQL again on the same port with the same data (the URL stays valid)."""
+        self._state = self._load_state()
+        port = self._int_state("pg_port")
+        if port is None:
+            raise InfraError("postgres: start() must run before start_database()")
+        if self._postgres_pid() is None and not _port_free(port):
+            raise InfraError(f"postgres: port {port} was taken while the database was stopped")
+        started = self._launch_postgres()
+        try:
+            if started is not None:
+                self._wait_postgres(started)
+        except BaseException:
+            self._stop_services(["postgres"], quiet=True)
+            raise
+        finally:
+            self._save_state()
+
     def kill_broker(self) -> None:
         """SIGKILL the broker's Erlang VM (a hard crash: no clean shutdown), keeping its data."""
         self._state = self._load_state()

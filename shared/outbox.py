@@ -154,5 +154,9 @@ def _is_broker_error(exc: BaseException) -> bool:
     import aiormq.exceptions
 
     return isinstance(
-        exc, (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError)
+        exc,
+        (
+            aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError,
+            aiormq.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError,
+        ),
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -99,6 +100,8 @@ class ServiceRuntime:
             fail_fast=True,
             reconnect_interval=1.0,
             logger=get_logger(f"herald.{self.service}.broker"),
+            # per-message "Received/Processed" lines: DEBUG, or they dominate the cost of a send
+            log_level=logging.DEBUG,
             middlewares=[_consumer_metrics_middleware(self.service)],
             description=description,
         )
