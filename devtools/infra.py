@@ -1062,7 +1062,7 @@ def docker_available(timeout: float = 1.5) -> bool:
                 answer.append(bool(client.ping()))
             finally:
                 client.close()
-        except Exception:  # noqa: BLE001 -- any failure means "no usable engine"
+        except Exception:
             answer.append(False)
 
     thread = threading.Thread(target=probe, name="docker-ping", daemon=True)

@@ -33,8 +33,13 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, service: "ServiceProcess | None" = None,
-             interval: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    service: ServiceProcess | None = None,
+    interval: float = 0.05,
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; on timeout, fail with the service's log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,8 +71,12 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "run", self.name], env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+                [sys.executable, "-m", "shared.cli", "run", self.name],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=REPO,
             )
 
     def readyz(self) -> int | None:
@@ -111,8 +120,14 @@ class ServiceProcess:
 
 def herald_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     """Run ``herald …`` with ``env``; returns stdout, raises with stderr on failure."""
-    result = subprocess.run([sys.executable, "-m", "shared.cli", *args], env={**env, "PYTHONPATH": str(REPO)},
-                            capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"herald {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
     return result.stdout

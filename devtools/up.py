@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
@@ -65,8 +64,15 @@ def demo_key(env: dict[str, str], sender_url: str) -> str:
     """The demo tenant's key: reused across runs (kept in .herald/), created on first run."""
     if DEMO_FILE.exists():
         key = json.loads(DEMO_FILE.read_text())["api_key"]
-        if httpx.get(f"{sender_url}/v1/messages", params={"limit": 1},
-                     headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code == 200:
+        if (
+            httpx.get(
+                f"{sender_url}/v1/messages",
+                params={"limit": 1},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=5,
+            ).status_code
+            == 200
+        ):
             return key
     name = "demo" if not DEMO_FILE.exists() else f"demo-{int(time.time())}"
     created = json.loads(herald_cli(env, "tenant", "create", name, "--json"))
@@ -79,8 +85,10 @@ def run_local() -> int:
     ports = {name: int(os.environ.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name])) for name in SERVICES}
     busy = [f"{n} ({p})" for n, p in ports.items() if port_in_use(p)]
     if busy:
-        say(f"port(s) in use: {', '.join(busy)}. Is Herald already running? Stop it, or set "
-            "INGEST_PORT/SCHEDULER_PORT/PIPELINE_PORT/SENDER_PORT.")
+        say(
+            f"port(s) in use: {', '.join(busy)}. Is Herald already running? Stop it, or set "
+            "INGEST_PORT/SCHEDULER_PORT/PIPELINE_PORT/SENDER_PORT."
+        )
         return 1
     STATE.mkdir(exist_ok=True)
     infra = LocalInfra(STATE / "infra", durable=True)
@@ -103,8 +111,12 @@ def run_local() -> int:
         say("starting RabbitMQ and PostgreSQL from this machine's packages (no Docker engine here) …")
         urls = infra.start()
         env = {k: v for k, v in os.environ.items()}
-        env.update(HERALD_ENVIRONMENT="development", HERALD_DATABASE_URL=urls.database_url,
-                   HERALD_AMQP_URL=urls.amqp_url, HERALD_LOG_FORMAT=env.get("HERALD_LOG_FORMAT", "json"))
+        env.update(
+            HERALD_ENVIRONMENT="development",
+            HERALD_DATABASE_URL=urls.database_url,
+            HERALD_AMQP_URL=urls.amqp_url,
+            HERALD_LOG_FORMAT=env.get("HERALD_LOG_FORMAT", "json"),
+        )
         say(f"database {urls.database_url.split('@')[-1]}, broker {urls.amqp_url.split('@')[-1]}")
         say("migrating …")
         say(herald_cli(env, "migrate").strip().splitlines()[-1])
@@ -117,12 +129,17 @@ def run_local() -> int:
             svc.wait_ready(timeout=90)
             say(f"{svc.name:<9} ready on {svc.url}  (log: .herald/logs/{svc.name}.log)")
         key = demo_key(env, services[-1].url)
-        print(f"\nHerald is up: all four services answer /readyz. Demo tenant key below; try:\n"
-              f"{curl_examples(key, ports)}\nPress Ctrl-C to stop everything.", flush=True)
+        print(
+            f"\nHerald is up: all four services answer /readyz. Demo tenant key below; try:\n"
+            f"{curl_examples(key, ports)}\nPress Ctrl-C to stop everything.",
+            flush=True,
+        )
         while True:
             for svc in services:
                 if svc.proc is not None and svc.proc.poll() is not None:
-                    say(f"{svc.name} exited with {svc.proc.returncode}; last lines of its log:\n{svc.log_tail()}")
+                    say(
+                        f"{svc.name} exited with {svc.proc.returncode}; last lines of its log:\n{svc.log_tail()}"
+                    )
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -140,12 +157,20 @@ def run_compose() -> int:
         if DEMO_FILE.exists():
             key = json.loads(DEMO_FILE.read_text())["api_key"]
         else:
-            out = subprocess.run([*compose, "run", "--rm", "--no-deps", "migrate", "tenant", "create", "demo", "--json"],
-                                 check=True, cwd=REPO, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [*compose, "run", "--rm", "--no-deps", "migrate", "tenant", "create", "demo", "--json"],
+                check=True,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            ).stdout
             DEMO_FILE.write_text(out.strip().splitlines()[-1])
             key = json.loads(DEMO_FILE.read_text())["api_key"]
-        print(f"\nHerald is up. Demo tenant key below; try:\n{curl_examples(key, DEFAULT_PORTS)}\n"
-              "Following the logs; press Ctrl-C to stop everything.", flush=True)
+        print(
+            f"\nHerald is up. Demo tenant key below; try:\n{curl_examples(key, DEFAULT_PORTS)}\n"
+            "Following the logs; press Ctrl-C to stop everything.",
+            flush=True,
+        )
         subprocess.run([*compose, "logs", "--follow", "ingest", "scheduler", "pipeline", "sender"], cwd=REPO)
     except KeyboardInterrupt:
         pass
@@ -156,7 +181,9 @@ def run_compose() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make up", description=__doc__)
-    parser.add_argument("--no-docker", action="store_true", help="use the machine's own RabbitMQ and PostgreSQL")
+    parser.add_argument(
+        "--no-docker", action="store_true", help="use the machine's own RabbitMQ and PostgreSQL"
+    )
     args = parser.parse_args(argv)
     if not args.no_docker and shutil.which("docker") and docker_available():
         return run_compose()

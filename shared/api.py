@@ -34,7 +34,9 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, error: str, message: str, details: list[dict[str, Any]] | None = None):
+    def __init__(
+        self, status_code: int, error: str, message: str, details: list[dict[str, Any]] | None = None
+    ):
         super().__init__(message)
         self.status_code = status_code
         self.error = error
@@ -63,9 +65,12 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in errors:
             if err.get("type") == "json_invalid":
                 ctx = err.get("ctx") or {}
-                return _json(400, "malformed_json",
-                             f"request body is not valid JSON: {ctx.get('error', 'parse error')}",
-                             [{"position": err.get("loc", [None, None])[-1]}])
+                return _json(
+                    400,
+                    "malformed_json",
+                    f"request body is not valid JSON: {ctx.get('error', 'parse error')}",
+                    [{"position": err.get("loc", [None, None])[-1]}],
+                )
         details = [{"field": _field(tuple(e.get("loc", ()))), "problem": _problem(e)} for e in errors]
         summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
         return _json(422, "invalid_request", f"request is invalid: {summary}", details)
@@ -76,23 +81,37 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-                413: "payload_too_large"}.get(exc.status_code, "http_error")
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }.get(exc.status_code, "http_error")
         return _json(exc.status_code, code, str(exc.detail), [], headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         if is_transient_db_error(exc):
             log.warning("database unavailable during request", path=request.url.path, error=repr(exc)[:200])
-            return _json(503, "database_unavailable",
-                         "the database is not reachable right now; nothing was stored, retry shortly",
-                         [], headers={"Retry-After": "2"})
+            return _json(
+                503,
+                "database_unavailable",
+                "the database is not reachable right now; nothing was stored, retry shortly",
+                [],
+                headers={"Retry-After": "2"},
+            )
         log.exception("unhandled error", path=request.url.path)
         return _json(500, "internal_error", "unexpected error; it has been logged", [])
 
 
-def _json(status: int, error: str, message: str, details: list[dict[str, Any]],
-          headers: dict[str, str] | None = None) -> JSONResponse:
+def _json(
+    status: int,
+    error: str,
+    message: str,
+    details: list[dict[str, Any]],
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(
         status_code=status,
         content={"error": error, "message": message, "details": details},

@@ -26,7 +26,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     schemas = args.schema or list(MIGRATIONS)
     unknown = set(schemas) - set(MIGRATIONS)
     if unknown:
-        print(f"unknown schema(s): {', '.join(sorted(unknown))}; known: {', '.join(MIGRATIONS)}", file=sys.stderr)
+        print(
+            f"unknown schema(s): {', '.join(sorted(unknown))}; known: {', '.join(MIGRATIONS)}",
+            file=sys.stderr,
+        )
         return 2
     done = upgrade_all(settings.database_url, args.revision, schemas)
     print(f"migrated: {', '.join(done)}")

@@ -64,9 +64,7 @@ def outbox_table(metadata: sa.MetaData, schema: str) -> sa.Table:
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
         schema=schema,
     )
-    sa.Index(
-        "ix_outbox_unpublished", table.c.id, postgresql_where=table.c.published_at.is_(None)
-    )
+    sa.Index("ix_outbox_unpublished", table.c.id, postgresql_where=table.c.published_at.is_(None))
     return table
 
 
@@ -102,7 +100,7 @@ class UnitOfWork:
         assert self._conn is not None, "UnitOfWork used outside its async with block"
         return self._conn
 
-    async def __aenter__(self) -> "UnitOfWork":
+    async def __aenter__(self) -> UnitOfWork:
         self._conn = await self._engine.connect()
         self._tx = await self._conn.begin()
         return self

@@ -11,7 +11,7 @@ Tenancy travels in the CloudEvents extension attribute ``tenantid``.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,7 +20,7 @@ from shared.phone import E164
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class EventData(BaseModel):
@@ -68,6 +68,7 @@ class MessageStatusChanged(EventData):
 
 # --- inbound, from providers through ingest ---------------------------------------------
 
+
 class InboundReceived(EventData):
     event_type: ClassVar[str] = "inbound.received"
     provider: str
@@ -75,8 +76,19 @@ class InboundReceived(EventData):
     channel_id: uuid.UUID | None = None
     from_phone: E164
     kind: Literal[
-        "text", "image", "audio", "voice", "video", "document", "sticker", "button", "interactive",
-        "location", "contacts", "reaction", "unsupported",
+        "text",
+        "image",
+        "audio",
+        "voice",
+        "video",
+        "document",
+        "sticker",
+        "button",
+        "interactive",
+        "location",
+        "contacts",
+        "reaction",
+        "unsupported",
     ]
     text: str | None = None
     payload: str | None = Field(default=None, description="Button/list reply id or payload.")
@@ -121,6 +133,7 @@ class TemplateStatusChanged(EventData):
 
 # --- pacing and content -----------------------------------------------------------------
 
+
 class PacingDue(EventData):
     event_type: ClassVar[str] = "pacing.due"
     user_id: str
@@ -137,6 +150,7 @@ class DraftReady(EventData):
 
 
 # --- domain events from other systems ---------------------------------------------------
+
 
 class OrderStatusChanged(EventData):
     event_type: ClassVar[str] = "order.status_changed"
@@ -178,9 +192,19 @@ class EventCancelled(EventData):
 CATALOGUE: dict[str, type[EventData]] = {
     m.type_name(): m
     for m in (
-        MessageRequested, MessageStatusChanged, InboundReceived, DeliveryStatus, ContactOptedOut,
-        ContactOptedIn, TemplateStatusChanged, PacingDue, DraftReady, OrderStatusChanged,
-        EventPublished, EventChanged, EventCancelled,
+        MessageRequested,
+        MessageStatusChanged,
+        InboundReceived,
+        DeliveryStatus,
+        ContactOptedOut,
+        ContactOptedIn,
+        TemplateStatusChanged,
+        PacingDue,
+        DraftReady,
+        OrderStatusChanged,
+        EventPublished,
+        EventChanged,
+        EventCancelled,
     )
 }
 
@@ -190,8 +214,13 @@ CATALOGUE: dict[str, type[EventData]] = {
 PUBLIC_INPUT_TYPES: frozenset[str] = frozenset(
     m.type_name()
     for m in (
-        OrderStatusChanged, EventPublished, EventChanged, EventCancelled, MessageRequested,
-        ContactOptedOut, ContactOptedIn,
+        OrderStatusChanged,
+        EventPublished,
+        EventChanged,
+        EventCancelled,
+        MessageRequested,
+        ContactOptedOut,
+        ContactOptedIn,
     )
 )
 
@@ -229,13 +258,12 @@ def canonical_type(value: str) -> str:
         return value
     if f"{value}.v1" in CATALOGUE:
         return f"{value}.v1"
-    raise UnknownEventType(
-        f"unknown event type {value!r}; known types: {', '.join(sorted(CATALOGUE))}"
-    )
+    raise UnknownEventType(f"unknown event type {value!r}; known types: {', '.join(sorted(CATALOGUE))}")
 
 
-def new_event(data: D, *, tenant_id: uuid.UUID, source: str, event_id: str | None = None,
-              subject: str | None = None) -> CloudEvent[D]:
+def new_event(
+    data: D, *, tenant_id: uuid.UUID, source: str, event_id: str | None = None, subject: str | None = None
+) -> CloudEvent[D]:
     return CloudEvent[type(data)](  # type: ignore[misc]
         id=event_id or str(uuid.uuid4()),
         source=source,
@@ -263,9 +291,28 @@ def parse_event(raw: dict[str, Any] | bytes | str) -> CloudEvent[Any]:
 
 
 __all__ = [
-    "CATALOGUE", "PUBLIC_INPUT_TYPES", "CloudEvent", "EventData", "UnknownEventType", "ValidationError",
-    "canonical_type", "new_event", "parse_event", "utcnow",
-    "MessageRequested", "MessageStatusChanged", "InboundReceived", "DeliveryStatus", "ContactOptedOut",
-    "ContactOptedIn", "TemplateStatusChanged", "PacingDue", "DraftReady", "OrderStatusChanged",
-    "Attendee", "EventPublished", "EventChanged", "EventCancelled",
+    "CATALOGUE",
+    "PUBLIC_INPUT_TYPES",
+    "Attendee",
+    "CloudEvent",
+    "ContactOptedIn",
+    "ContactOptedOut",
+    "DeliveryStatus",
+    "DraftReady",
+    "EventCancelled",
+    "EventChanged",
+    "EventData",
+    "EventPublished",
+    "InboundReceived",
+    "MessageRequested",
+    "MessageStatusChanged",
+    "OrderStatusChanged",
+    "PacingDue",
+    "TemplateStatusChanged",
+    "UnknownEventType",
+    "ValidationError",
+    "canonical_type",
+    "new_event",
+    "parse_event",
+    "utcnow",
 ]

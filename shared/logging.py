@@ -16,9 +16,22 @@ import structlog
 
 SENSITIVE_KEYS = frozenset(
     {
-        "text", "body", "content", "caption", "message_body",
-        "token", "access_token", "api_key", "apikey", "authorization", "password", "secret",
-        "app_secret", "verify_token", "encryption_keys", "secret_key",
+        "text",
+        "body",
+        "content",
+        "caption",
+        "message_body",
+        "token",
+        "access_token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "password",
+        "secret",
+        "app_secret",
+        "verify_token",
+        "encryption_keys",
+        "secret_key",
     }
 )
 PHONE_KEYS = frozenset({"to", "phone", "from", "from_phone", "recipient", "customer_phone", "wa_id"})

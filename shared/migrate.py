@@ -67,8 +67,13 @@ def run_env(metadata: sa.MetaData, schema: str) -> None:
             context.run_migrations()
 
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=metadata, version_table_schema=schema,
-                          literal_binds=True, include_schemas=True)
+        context.configure(
+            url=url,
+            target_metadata=metadata,
+            version_table_schema=schema,
+            literal_binds=True,
+            include_schemas=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
         return

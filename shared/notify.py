@@ -37,10 +37,10 @@ class Wakeup:
         self._conn = None
         self._event.set()
 
-    async def wait(self, timeout: float) -> None:
-        """Sleep until notified or ``timeout`` seconds pass."""
+    async def wait(self, max_seconds: float) -> None:
+        """Sleep until notified or ``max_seconds`` pass."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout=max(0.0, timeout))
+            await asyncio.wait_for(self._event.wait(), timeout=max(0.0, max_seconds))
         self._event.clear()
 
     async def close(self) -> None:

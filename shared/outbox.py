@@ -24,15 +24,21 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import is_transient_db_error, notify_channel
-from shared.notify import Wakeup
 from shared.logging import get_logger
+from shared.notify import Wakeup
 from shared.topology import EVENTS
 
 log = get_logger(__name__)
 
-OUTBOX_PUBLISHED = Counter("herald_outbox_published_total", "Outbox events confirmed by the broker", ["service"])
-OUTBOX_FAILURES = Counter("herald_outbox_publish_failures_total", "Outbox publish attempts that failed", ["service"])
-OUTBOX_PENDING = Gauge("herald_outbox_pending", "Outbox rows not yet published (at the last relay pass)", ["service"])
+OUTBOX_PUBLISHED = Counter(
+    "herald_outbox_published_total", "Outbox events confirmed by the broker", ["service"]
+)
+OUTBOX_FAILURES = Counter(
+    "herald_outbox_publish_failures_total", "Outbox publish attempts that failed", ["service"]
+)
+OUTBOX_PENDING = Gauge(
+    "herald_outbox_pending", "Outbox rows not yet published (at the last relay pass)", ["service"]
+)
 
 RETENTION = "1 hour"
 
@@ -110,7 +116,9 @@ class OutboxRelay:
                 OUTBOX_PENDING.labels(self.service).set(0)
                 return 0
             results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
-            confirmed = [r.id for r, res in zip(rows, results) if not isinstance(res, BaseException)]
+            confirmed = [
+                r.id for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)
+            ]
             failures = [res for res in results if isinstance(res, BaseException)]
             if confirmed:
                 await conn.execute(
@@ -156,7 +164,10 @@ def _is_broker_error(exc: BaseException) -> bool:
     return isinstance(
         exc,
         (
-            aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError,
-            aiormq.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError,
+            aio_pika.exceptions.AMQPError,
+            aio_pika.exceptions.ChannelInvalidStateError,
+            aiormq.exceptions.AMQPError,
+            ConnectionError,
+            asyncio.TimeoutError,
         ),
     )

@@ -46,9 +46,13 @@ from shared.topology import EVENTS, declare_shared
 log = get_logger(__name__)
 T = TypeVar("T")
 
-HTTP_REQUESTS = Counter("herald_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
+HTTP_REQUESTS = Counter(
+    "herald_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
 HTTP_LATENCY = Histogram(
-    "herald_http_request_duration_seconds", "HTTP request latency", ["service", "method", "route"],
+    "herald_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 BROKER_CONNECTED = Gauge("herald_broker_connected", "1 while the broker connection is up", ["service"])
@@ -169,6 +173,12 @@ class ServiceRuntime:
                 await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
 
+    async def _relay_once_connected(self) -> None:
+        # Rows committed before the broker answers wait in the outbox; the relay starts with the
+        # first connection and from then on rides out outages with its own backoff.
+        await self.broker_started.wait()
+        await self.relay.run()
+
     async def _run_loop(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         while not self.stopping.is_set():
             try:
@@ -184,7 +194,9 @@ class ServiceRuntime:
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         self._tasks = [
             asyncio.create_task(self._connect_broker(), name="broker-connect"),
-            asyncio.create_task(self._run_loop("outbox-relay", self.relay.run), name="outbox-relay"),
+            asyncio.create_task(
+                self._run_loop("outbox-relay", self._relay_once_connected), name="outbox-relay"
+            ),
             *(asyncio.create_task(self._run_loop(n, fn), name=n) for n, fn in self._loops),
         ]
         log.info("service started", port=self.settings.port)
@@ -225,7 +237,9 @@ class ServiceRuntime:
 
     # --- the app -------------------------------------------------------------------------
 
-    def create_app(self, routers: Sequence[APIRouter], *, openapi_tags: list[dict[str, Any]] | None = None) -> FastAPI:
+    def create_app(
+        self, routers: Sequence[APIRouter], *, openapi_tags: list[dict[str, Any]] | None = None
+    ) -> FastAPI:
         app = FastAPI(
             title=self.title,
             description=self.description,
@@ -252,7 +266,9 @@ class ServiceRuntime:
         async def livez() -> dict[str, str]:
             return {"status": "alive"}
 
-        @ops.get("/readyz", summary="Broker and database answer", responses={503: {"description": "Not ready"}})
+        @ops.get(
+            "/readyz", summary="Broker and database answer", responses={503: {"description": "Not ready"}}
+        )
         async def readyz() -> JSONResponse:
             checks = await self.readiness()
             ready = all(v == "ok" for v in checks.values())
@@ -265,7 +281,9 @@ class ServiceRuntime:
         async def metrics() -> Response:
             return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-        @ops.get("/asyncapi.json", summary="AsyncAPI document: the events this service consumes and publishes")
+        @ops.get(
+            "/asyncapi.json", summary="AsyncAPI document: the events this service consumes and publishes"
+        )
         async def asyncapi_json() -> JSONResponse:
             return JSONResponse(self.asyncapi().to_jsonable())
 

@@ -63,7 +63,7 @@ class HeraldSettings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _refuse_default_secrets(self) -> "HeraldSettings":
+    def _refuse_default_secrets(self) -> HeraldSettings:
         if self.environment == "development":
             return self
         prefix = self.model_config.get("env_prefix", self.common_prefix)

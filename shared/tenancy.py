@@ -34,7 +34,9 @@ api_keys = sa.Table(
     "api_keys",
     metadata,
     sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-    sa.Column("tenant_id", pg.UUID(as_uuid=True), sa.ForeignKey(tenants.c.id, ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "tenant_id", pg.UUID(as_uuid=True), sa.ForeignKey(tenants.c.id, ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("key_hash", sa.Text, nullable=False, unique=True),
     sa.Column("prefix", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),

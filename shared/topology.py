@@ -22,8 +22,18 @@ from dataclasses import dataclass
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
 from shared.events import (
-    ContactOptedIn, ContactOptedOut, DeliveryStatus, DraftReady, EventCancelled, EventChanged,
-    EventData, EventPublished, InboundReceived, MessageRequested, OrderStatusChanged, PacingDue,
+    ContactOptedIn,
+    ContactOptedOut,
+    DeliveryStatus,
+    DraftReady,
+    EventCancelled,
+    EventChanged,
+    EventData,
+    EventPublished,
+    InboundReceived,
+    MessageRequested,
+    OrderStatusChanged,
+    PacingDue,
 )
 
 EVENTS_EXCHANGE_NAME = "herald.events"
@@ -104,12 +114,19 @@ SERVICES = ("ingest", "scheduler", "pipeline", "sender")
 # Event types that are part of the contract but have no consumer in this release; listed so that
 # the AsyncAPI documents and the tests know them.
 UNCONSUMED = (
-    DeliveryStatus, InboundReceived, ContactOptedOut, ContactOptedIn, PacingDue, DraftReady,
-    EventPublished, EventChanged, EventCancelled,
+    DeliveryStatus,
+    InboundReceived,
+    ContactOptedOut,
+    ContactOptedIn,
+    PacingDue,
+    DraftReady,
+    EventPublished,
+    EventChanged,
+    EventCancelled,
 )
 
 
-async def declare_shared(broker: "RabbitBroker", service: str) -> None:
+async def declare_shared(broker: RabbitBroker, service: str) -> None:
     """Declare what subscribers do not declare themselves: the events exchange with its alternate
     exchange and unrouted queue, and the dead-letter exchange with this service's dead-letter queue.
     Idempotent: every process runs it at connect."""

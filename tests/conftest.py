@@ -34,8 +34,11 @@ class Infra:
     def service_env(self, **extra: str) -> dict[str, str]:
         """Environment for a Herald process pointed at this infrastructure (non-development:
         real secrets, exactly as production would configure it)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "SENDER_", "SCHEDULER_",
-                                                                          "PIPELINE_", "INGEST_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("HERALD_", "SENDER_", "SCHEDULER_", "PIPELINE_", "INGEST_"))
+        }
         env.update(
             HERALD_ENVIRONMENT="test",
             HERALD_DATABASE_URL=self.database_url,
@@ -57,7 +60,9 @@ def _asyncpg_dsn(url: str) -> str:
 
 
 async def _create_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(_asyncpg_dsn(make_url(server_url).set(database="postgres").render_as_string(hide_password=False)))
+    conn = await asyncpg.connect(
+        _asyncpg_dsn(make_url(server_url).set(database="postgres").render_as_string(hide_password=False))
+    )
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -65,7 +70,9 @@ async def _create_database(server_url: str, name: str) -> None:
 
 
 async def _drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(_asyncpg_dsn(make_url(server_url).set(database="postgres").render_as_string(hide_password=False)))
+    conn = await asyncpg.connect(
+        _asyncpg_dsn(make_url(server_url).set(database="postgres").render_as_string(hide_password=False))
+    )
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -83,8 +90,13 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     db_url = make_url(urls.database_url).set(database=name).render_as_string(hide_password=False)
     upgrade_all(db_url)
     try:
-        yield Infra(database_url=db_url, amqp_url=urls.amqp_url, handle=handle,
-                    encryption_keys=SecretBox.generate_key(), secret_key=uuid.uuid4().hex)
+        yield Infra(
+            database_url=db_url,
+            amqp_url=urls.amqp_url,
+            handle=handle,
+            encryption_keys=SecretBox.generate_key(),
+            secret_key=uuid.uuid4().hex,
+        )
     finally:
         try:
             asyncio.run(_drop_database(urls.database_url, name))

@@ -14,8 +14,14 @@ from services.ingest.models import SCHEMA, metadata
 from services.ingest.settings import IngestSettings
 from shared.api import ERROR_RESPONSES, ApiError
 from shared.events import (
-    PUBLIC_INPUT_TYPES, ContactOptedIn, ContactOptedOut, EventCancelled, EventChanged, EventPublished,
-    MessageRequested, OrderStatusChanged,
+    PUBLIC_INPUT_TYPES,
+    ContactOptedIn,
+    ContactOptedOut,
+    EventCancelled,
+    EventChanged,
+    EventPublished,
+    MessageRequested,
+    OrderStatusChanged,
 )
 from shared.service import ServiceRuntime
 from shared.tenancy import Tenant
@@ -28,7 +34,10 @@ class EventAccepted(BaseModel):
 
 
 EXAMPLE = {
-    "specversion": "1.0", "id": "order-1042-ready", "source": "/shop/orders", "type": "order.status_changed.v1",
+    "specversion": "1.0",
+    "id": "order-1042-ready",
+    "source": "/shop/orders",
+    "type": "order.status_changed.v1",
     "time": "2026-11-22T12:00:00Z",
     "data": {"order_id": "1042", "status": "ready_for_pickup", "customer_phone": "+5511999998888"},
 }
@@ -37,21 +46,34 @@ EXAMPLE = {
 def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
     settings = settings or IngestSettings()
     runtime = ServiceRuntime(
-        settings, schema=SCHEMA, metadata=metadata, title="Herald ingest",
+        settings,
+        schema=SCHEMA,
+        metadata=metadata,
+        title="Herald ingest",
         description="Receives, verifies and stores everything that comes in, and turns it into events.",
     )
-    api = APIRouter(prefix="/v1", tags=["events"], responses={**ERROR_RESPONSES, 413: {"description": "Body too large"}})
+    api = APIRouter(
+        prefix="/v1", tags=["events"], responses={**ERROR_RESPONSES, 413: {"description": "Body too large"}}
+    )
 
     @api.post(
-        "/events", status_code=status.HTTP_202_ACCEPTED, response_model=EventAccepted,
+        "/events",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=EventAccepted,
         summary="Publish a CloudEvent from another system",
         description="Structured-mode CloudEvent 1.0 (JSON). Accepted types: "
-        + ", ".join(sorted(PUBLIC_INPUT_TYPES)) + ". The bare name (order.status_changed) means v1. "
+        + ", ".join(sorted(PUBLIC_INPUT_TYPES))
+        + ". The bare name (order.status_changed) means v1. "
         "The event is stored and published atomically; the same (source, id) twice is published once.",
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"type": "object"}, "example": EXAMPLE},
-            "application/cloudevents+json": {"schema": {"type": "object"}},
-        }}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"type": "object"}, "example": EXAMPLE},
+                    "application/cloudevents+json": {"schema": {"type": "object"}},
+                },
+            }
+        },
     )
     async def post_event(request: Request, tenant: Tenant = Depends(runtime.auth)) -> JSONResponse:
         declared = request.headers.get("content-length")
@@ -69,13 +91,19 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         accepted = await handlers.accept_event(runtime, tenant.id, event)
         return JSONResponse(
             status_code=202 if accepted else 200,
-            content=EventAccepted(id=event.id, type=event.type,
-                                  status="accepted" if accepted else "duplicate").model_dump(),
+            content=EventAccepted(
+                id=event.id, type=event.type, status="accepted" if accepted else "duplicate"
+            ).model_dump(),
         )
 
-    runtime.declare_publishes(OrderStatusChanged, EventPublished, EventChanged, EventCancelled, MessageRequested, ContactOptedOut, ContactOptedIn)
+    runtime.declare_publishes(
+        OrderStatusChanged,
+        EventPublished,
+        EventChanged,
+        EventCancelled,
+        MessageRequested,
+        ContactOptedOut,
+        ContactOptedIn,
+    )
     app = runtime.create_app([api])
     return runtime, app
-
-
-

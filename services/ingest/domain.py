@@ -32,25 +32,40 @@ def validate_inbound_event(raw: bytes, tenant_id: uuid.UUID) -> CloudEvent[Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EventRejected(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise EventRejected(422, "invalid_event", "a CloudEvent is a JSON object with specversion, id, source, type, time and data")
+        raise EventRejected(
+            422,
+            "invalid_event",
+            "a CloudEvent is a JSON object with specversion, id, source, type, time and data",
+        )
     try:
         event_type = canonical_type(str(body.get("type", "")))
     except UnknownEventType as exc:
-        raise EventRejected(422, "unknown_event_type", str(exc), [{"field": "type", "problem": str(exc)}]) from exc
+        raise EventRejected(
+            422, "unknown_event_type", str(exc), [{"field": "type", "problem": str(exc)}]
+        ) from exc
     if event_type not in PUBLIC_INPUT_TYPES:
-        msg = (f"event type {event_type!r} is stated by Herald itself and cannot be posted; "
-               f"accepted types: {', '.join(sorted(PUBLIC_INPUT_TYPES))}")
+        msg = (
+            f"event type {event_type!r} is stated by Herald itself and cannot be posted; "
+            f"accepted types: {', '.join(sorted(PUBLIC_INPUT_TYPES))}"
+        )
         raise EventRejected(422, "event_type_not_accepted", msg, [{"field": "type", "problem": msg}])
     claimed = body.get("tenantid")
     if claimed is not None and str(claimed) != str(tenant_id):
-        raise EventRejected(403, "forbidden", "tenantid does not match the API key's tenant; omit it or use your own")
+        raise EventRejected(
+            403, "forbidden", "tenantid does not match the API key's tenant; omit it or use your own"
+        )
     body["tenantid"] = str(tenant_id)
     try:
         return parse_event(body)
     except ValidationError as exc:
         details = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"].removeprefix("Value error, ")}
+            {
+                "field": ".".join(str(p) for p in e["loc"]) or "body",
+                "problem": e["msg"].removeprefix("Value error, "),
+            }
             for e in exc.errors()
         ]
         summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
-        raise EventRejected(422, "invalid_event", f"event does not match {event_type}: {summary}", details) from exc
+        raise EventRejected(
+            422, "invalid_event", f"event does not match {event_type}: {summary}", details
+        ) from exc

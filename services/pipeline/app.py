@@ -33,13 +33,17 @@ class RuleList(BaseModel):
 def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any]:
     settings = settings or PipelineSettings()
     runtime = ServiceRuntime(
-        settings, schema=SCHEMA, metadata=metadata, title="Herald pipeline",
+        settings,
+        schema=SCHEMA,
+        metadata=metadata,
+        title="Herald pipeline",
         description="Decides what to say: notification rules turn domain events into message requests.",
     )
     sub = subscription("pipeline", OrderStatusChanged)
 
-    @runtime.broker.subscriber(sub.queue, EVENTS, title=sub.queue_name,
-                               description="An order changed status: tell the customer.")
+    @runtime.broker.subscriber(
+        sub.queue, EVENTS, title=sub.queue_name, description="An order changed status: tell the customer."
+    )
     async def on_order_status_changed(event: CloudEvent[OrderStatusChanged]) -> None:
         await handlers.notify_order_status(runtime, event)
 
@@ -48,8 +52,11 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
     @api.get("", response_model=RuleList, summary="Notification rules in force for this tenant")
     async def list_rules(_: Tenant = Depends(runtime.auth)) -> RuleList:
         r = DEFAULT_ORDER_RULE
-        return RuleList(items=[RuleView(name=r.name, event_type=r.event_type, text=r.text,
-                                        priority=r.priority, builtin=True)])
+        return RuleList(
+            items=[
+                RuleView(name=r.name, event_type=r.event_type, text=r.text, priority=r.priority, builtin=True)
+            ]
+        )
 
     runtime.declare_publishes(MessageRequested)
     app = runtime.create_app([api])

@@ -19,8 +19,9 @@ class NotificationRule:
     priority: int
 
     def render(self, event: OrderStatusChanged) -> str:
-        return self.text.format(order_id=event.order_id, status=humanize(event.status),
-                                customer_name=event.customer_name or "")
+        return self.text.format(
+            order_id=event.order_id, status=humanize(event.status), customer_name=event.customer_name or ""
+        )
 
 
 #: the rule every tenant has until it defines its own (rules CRUD comes with /v1/rules)

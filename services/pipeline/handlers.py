@@ -33,8 +33,12 @@ async def notify_order_status(runtime: ServiceRuntime, event: CloudEvent[OrderSt
                 origin="pipeline",
                 correlation_id=f"order:{event.data.order_id}",
             )
-            uow.publish(new_event(request, tenant_id=event.tenantid, source=SOURCE,
-                                  subject=f"order/{event.data.order_id}"), priority=rule.priority)
+            uow.publish(
+                new_event(
+                    request, tenant_id=event.tenantid, source=SOURCE, subject=f"order/{event.data.order_id}"
+                ),
+                priority=rule.priority,
+            )
             await uow.commit()
             return True
 

@@ -50,37 +50,57 @@ class ScheduledMessageList(BaseModel):
 def build(settings: SchedulerSettings | None = None) -> tuple[ServiceRuntime, Any]:
     settings = settings or SchedulerSettings()
     runtime = ServiceRuntime(
-        settings, schema=SCHEMA, metadata=metadata, title="Herald scheduler",
+        settings,
+        schema=SCHEMA,
+        metadata=metadata,
+        title="Herald scheduler",
         description="Fires every scheduled message once, on time.",
     )
-    sched = handlers.Scheduler(runtime=runtime, batch_size=settings.claim_batch_size,
-                               max_sleep=settings.max_sleep_seconds)
+    sched = handlers.Scheduler(
+        runtime=runtime, batch_size=settings.claim_batch_size, max_sleep=settings.max_sleep_seconds
+    )
     runtime.add_loop("claim-loop", lambda: handlers.run_claim_loop(sched))
 
     def view(row: Row[Any]) -> ScheduledMessageView:
         return ScheduledMessageView(
-            id=row.id, to=runtime.secrets.decrypt(row.recipient_enc), text=row.text, priority=row.priority,
-            send_at=row.send_at, status=row.status, message_id=row.message_id, created_at=row.created_at,
-            published_at=row.published_at, cancelled_at=row.cancelled_at,
+            id=row.id,
+            to=runtime.secrets.decrypt(row.recipient_enc),
+            text=row.text,
+            priority=row.priority,
+            send_at=row.send_at,
+            status=row.status,
+            message_id=row.message_id,
+            created_at=row.created_at,
+            published_at=row.published_at,
+            cancelled_at=row.cancelled_at,
         )
 
     api = APIRouter(prefix="/v1/scheduled-messages", tags=["scheduled messages"], responses=ERROR_RESPONSES)
     Auth = Depends(runtime.auth)
 
-    @api.post("", status_code=status.HTTP_201_CREATED, response_model=ScheduledMessageView,
-              summary="Schedule a message for a given time")
+    @api.post(
+        "",
+        status_code=status.HTTP_201_CREATED,
+        response_model=ScheduledMessageView,
+        summary="Schedule a message for a given time",
+    )
     async def create(body: ScheduleMessageRequest, tenant: Tenant = Auth) -> ScheduledMessageView:
         try:
-            row = await handlers.create(sched, tenant.id, to=body.to, text=body.text,
-                                        priority=body.priority, send_at=body.send_at)
+            row = await handlers.create(
+                sched, tenant.id, to=body.to, text=body.text, priority=body.priority, send_at=body.send_at
+            )
         except handlers.ScheduleError as exc:
-            raise ApiError(422, "invalid_request", f"send_at: {exc}",
-                           [{"field": "send_at", "problem": str(exc)}]) from exc
+            raise ApiError(
+                422, "invalid_request", f"send_at: {exc}", [{"field": "send_at", "problem": str(exc)}]
+            ) from exc
         return view(row)
 
     @api.get("", response_model=ScheduledMessageList, summary="List this tenant's scheduled messages")
-    async def list_(tenant: Tenant = Auth, status_: ScheduleStatus | None = Query(default=None, alias="status"),
-                    limit: int = Query(default=100, ge=1, le=1000)) -> ScheduledMessageList:
+    async def list_(
+        tenant: Tenant = Auth,
+        status_: ScheduleStatus | None = Query(default=None, alias="status"),
+        limit: int = Query(default=100, ge=1, le=1000),
+    ) -> ScheduledMessageList:
         async with runtime.engine.connect() as conn:
             rows = await repo.list_for_tenant(conn, tenant.id, status=status_, limit=limit)
         return ScheduledMessageList(items=[view(r) for r in rows])
@@ -93,8 +113,12 @@ def build(settings: SchedulerSettings | None = None) -> tuple[ServiceRuntime, An
             raise ApiError(404, "not_found", f"no scheduled message {schedule_id} for this tenant")
         return view(row)
 
-    @api.delete("/{schedule_id}", response_model=ScheduledMessageView, summary="Cancel a pending scheduled message",
-                responses={409: {"description": "Already published or cancelled"}})
+    @api.delete(
+        "/{schedule_id}",
+        response_model=ScheduledMessageView,
+        summary="Cancel a pending scheduled message",
+        responses={409: {"description": "Already published or cancelled"}},
+    )
     async def cancel(schedule_id: uuid.UUID, tenant: Tenant = Auth) -> ScheduledMessageView:
         try:
             row = await handlers.cancel(sched, tenant.id, schedule_id)

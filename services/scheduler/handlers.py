@@ -25,7 +25,8 @@ DUE_CHANNEL = "scheduler_due"
 
 FIRED = Counter("herald_scheduler_fired_total", "Scheduled occurrences published", ["kind"])
 LATENESS = Histogram(
-    "herald_scheduler_lateness_seconds", "How late an occurrence was published after it was due",
+    "herald_scheduler_lateness_seconds",
+    "How late an occurrence was published after it was due",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60, 600),
 )
 
@@ -41,17 +42,25 @@ class NotCancellable(Exception):
     pass
 
 
-async def create(sched: Scheduler, tenant_id: uuid.UUID, *, to: str, text: str, priority: int, send_at: datetime) -> Row[Any]:
+async def create(
+    sched: Scheduler, tenant_id: uuid.UUID, *, to: str, text: str, priority: int, send_at: datetime
+) -> Row[Any]:
     now = utcnow()
     check_send_at(send_at, now)
     schedule_id = uuid.uuid4()
     values = {
-        "id": schedule_id, "tenant_id": tenant_id,
+        "id": schedule_id,
+        "tenant_id": tenant_id,
         "recipient_enc": sched.runtime.secrets.encrypt(to),
         "recipient_hash": lookup_hash(sched.runtime.settings.secret_key.get_secret_value(), to),
-        "text": text, "priority": priority, "send_at": send_at, "status": "pending",
+        "text": text,
+        "priority": priority,
+        "send_at": send_at,
+        "status": "pending",
         # the sender is idempotent on message_id: a re-fired occurrence can never send twice
-        "message_id": uuid.uuid4(), "created_at": now, "updated_at": now,
+        "message_id": uuid.uuid4(),
+        "created_at": now,
+        "updated_at": now,
     }
     async with sched.runtime.uow() as uow:
         await repo.insert(uow.conn, values)
@@ -90,11 +99,17 @@ async def fire_due(sched: Scheduler, now: datetime | None = None) -> int:
             return 0
         for row in rows:
             request = MessageRequested(
-                message_id=row.message_id, to=sched.runtime.secrets.decrypt(row.recipient_enc),
-                text=row.text, priority=row.priority, origin="scheduler", correlation_id=str(row.id),
+                message_id=row.message_id,
+                to=sched.runtime.secrets.decrypt(row.recipient_enc),
+                text=row.text,
+                priority=row.priority,
+                origin="scheduler",
+                correlation_id=str(row.id),
             )
-            uow.publish(new_event(request, tenant_id=row.tenant_id, source=SOURCE, subject=str(row.id)),
-                        priority=row.priority)
+            uow.publish(
+                new_event(request, tenant_id=row.tenant_id, source=SOURCE, subject=str(row.id)),
+                priority=row.priority,
+            )
         await repo.mark_published(uow.conn, [r.id for r in rows], now)
         await uow.commit()
     FIRED.labels("one_off").inc(len(rows))
@@ -128,5 +143,13 @@ async def run_claim_loop(sched: Scheduler) -> None:
         await wakeup.close()
 
 
-__all__ = ["Scheduler", "ScheduleError", "NotCancellable", "create", "cancel", "fire_due", "run_claim_loop",
-           "notify_channel"]
+__all__ = [
+    "NotCancellable",
+    "ScheduleError",
+    "Scheduler",
+    "cancel",
+    "create",
+    "fire_due",
+    "notify_channel",
+    "run_claim_loop",
+]

@@ -15,14 +15,18 @@ async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(sa.insert(sm).values(**values))
 
 
-async def get(conn: AsyncConnection, tenant_id: uuid.UUID, schedule_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+async def get(
+    conn: AsyncConnection, tenant_id: uuid.UUID, schedule_id: uuid.UUID, *, lock: bool = False
+) -> Row[Any] | None:
     q = sa.select(sm).where(sm.c.tenant_id == tenant_id, sm.c.id == schedule_id)
     if lock:
         q = q.with_for_update()
     return (await conn.execute(q)).first()
 
 
-async def list_for_tenant(conn: AsyncConnection, tenant_id: uuid.UUID, *, status: str | None, limit: int) -> list[Row[Any]]:
+async def list_for_tenant(
+    conn: AsyncConnection, tenant_id: uuid.UUID, *, status: str | None, limit: int
+) -> list[Row[Any]]:
     q = sa.select(sm).where(sm.c.tenant_id == tenant_id)
     if status:
         q = q.where(sm.c.status == status)

@@ -13,6 +13,8 @@ class SchedulerSettings(HeraldSettings):
     port: int = 8002
     claim_batch_size: int = Field(default=500, ge=1, description="Due rows claimed per transaction.")
     max_sleep_seconds: float = Field(
-        default=30.0, gt=0, description="Longest sleep of the claim loop when nothing is due (a safety net; "
+        default=30.0,
+        gt=0,
+        description="Longest sleep of the claim loop when nothing is due (a safety net; "
         "new schedules wake it through NOTIFY).",
     )

@@ -31,10 +31,10 @@ def can_move(current: str, new: str) -> bool:
 
 
 class Claim(Enum):
-    SEND = "send"               # queued: this consumer sends it
-    RECONCILE = "reconcile"     # sending, lease expired: its sender died mid-call
-    IN_FLIGHT = "in_flight"     # sending, lease alive: another consumer is sending it right now
-    DONE = "done"               # already sent/delivered/read/failed: a duplicate request
+    SEND = "send"  # queued: this consumer sends it
+    RECONCILE = "reconcile"  # sending, lease expired: its sender died mid-call
+    IN_FLIGHT = "in_flight"  # sending, lease alive: another consumer is sending it right now
+    DONE = "done"  # already sent/delivered/read/failed: a duplicate request
 
 
 def claim(status: str, sending_started_at: datetime | None, now: datetime, lease: timedelta) -> Claim:

@@ -31,7 +31,8 @@ RECONCILED = Counter(
     ["outcome"],
 )
 REQUEST_TO_PROVIDER = Histogram(
-    "herald_sender_request_to_provider_seconds", "Time from request to provider call",
+    "herald_sender_request_to_provider_seconds",
+    "Time from request to provider call",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
@@ -56,26 +57,49 @@ class RetryLater(Exception):
     """The message went back to ``queued``; the broker should deliver it again."""
 
 
-def _status_event(tenant_id: uuid.UUID, msg: Row[Any] | dict[str, Any], status: str, previous: str | None,
-                  at: datetime, reason: str | None = None, provider_message_id: str | None = None) -> CloudEvent[Any]:
+def _status_event(
+    tenant_id: uuid.UUID,
+    msg: Row[Any] | dict[str, Any],
+    status: str,
+    previous: str | None,
+    at: datetime,
+    reason: str | None = None,
+    provider_message_id: str | None = None,
+) -> CloudEvent[Any]:
     get = msg.get if isinstance(msg, dict) else msg._mapping.get
     return new_event(
         MessageStatusChanged(
-            message_id=get("id"), status=status, previous_status=previous, at=at, reason=reason,
-            provider=get("provider"), provider_message_id=provider_message_id,
+            message_id=get("id"),
+            status=status,
+            previous_status=previous,
+            at=at,
+            reason=reason,
+            provider=get("provider"),
+            provider_message_id=provider_message_id,
             correlation_id=get("correlation_id"),
         ),
-        tenant_id=tenant_id, source=SOURCE, subject=str(get("id")),
+        tenant_id=tenant_id,
+        source=SOURCE,
+        subject=str(get("id")),
     )
 
 
 def _new_row(sender: Sender, tenant_id: uuid.UUID, req: MessageRequested, now: datetime) -> dict[str, Any]:
     return {
-        "id": req.message_id, "tenant_id": tenant_id, "idempotency_key": req.idempotency_key,
+        "id": req.message_id,
+        "tenant_id": tenant_id,
+        "idempotency_key": req.idempotency_key,
         "request_hash": request_fingerprint(req.to, req.text, req.priority),
-        "recipient_enc": sender.runtime.secrets.encrypt(req.to), "recipient_hash": sender.hash_phone(req.to),
-        "text": req.text, "priority": req.priority, "origin": req.origin, "correlation_id": req.correlation_id,
-        "status": "queued", "provider": None, "created_at": now, "updated_at": now,
+        "recipient_enc": sender.runtime.secrets.encrypt(req.to),
+        "recipient_hash": sender.hash_phone(req.to),
+        "text": req.text,
+        "priority": req.priority,
+        "origin": req.origin,
+        "correlation_id": req.correlation_id,
+        "status": "queued",
+        "provider": None,
+        "created_at": now,
+        "updated_at": now,
     }
 
 
@@ -84,7 +108,9 @@ async def _record_queued(uow: UnitOfWork, tenant_id: uuid.UUID, row: dict[str, A
     uow.publish(_status_event(tenant_id, row, "queued", None, now))
 
 
-async def request_message(sender: Sender, tenant_id: uuid.UUID, req: MessageRequested) -> tuple[Row[Any], bool]:
+async def request_message(
+    sender: Sender, tenant_id: uuid.UUID, req: MessageRequested
+) -> tuple[Row[Any], bool]:
     """Accept a send request over HTTP: store it and publish ``message.requested`` atomically.
 
     Returns the stored message and whether it is new. The same idempotency key with the same
@@ -111,8 +137,10 @@ async def request_message(sender: Sender, tenant_id: uuid.UUID, req: MessageRequ
             if not inserted:
                 return None  # a concurrent request with the same key won: read it back
             await _record_queued(uow, tenant_id, row, now)
-            uow.publish(new_event(req, tenant_id=tenant_id, source=SOURCE, subject=str(req.message_id)),
-                        priority=req.priority)
+            uow.publish(
+                new_event(req, tenant_id=tenant_id, source=SOURCE, subject=str(req.message_id)),
+                priority=req.priority,
+            )
             await uow.commit()
         async with sender.runtime.engine.connect() as conn:
             stored = await repo.get_message(conn, tenant_id, req.message_id)
@@ -123,7 +151,9 @@ async def request_message(sender: Sender, tenant_id: uuid.UUID, req: MessageRequ
     if result is None:
         result = await attempt()
     if result is None:
-        raise IdempotencyConflict(f"idempotency_key {req.idempotency_key!r} is being used concurrently; retry")
+        raise IdempotencyConflict(
+            f"idempotency_key {req.idempotency_key!r} is being used concurrently; retry"
+        )
     return result
 
 
@@ -157,13 +187,25 @@ async def deliver(sender: Sender, message_id: uuid.UUID) -> None:
             decision = claim(msg.status, msg.sending_started_at, now, sender.lease)
             if decision in (Claim.SEND, Claim.RECONCILE):
                 await repo.update_message(
-                    uow.conn, message_id, status="sending", sending_started_at=now, updated_at=now,
-                    attempts=msg.attempts + 1, provider=sender.provider.name,
+                    uow.conn,
+                    message_id,
+                    status="sending",
+                    sending_started_at=now,
+                    updated_at=now,
+                    attempts=msg.attempts + 1,
+                    provider=sender.provider.name,
                 )
                 if decision is Claim.SEND:
                     await repo.add_history(uow.conn, message_id, "sending", None, now)
-                    uow.publish(_status_event(msg.tenant_id, {**msg._mapping, "provider": sender.provider.name},
-                                              "sending", "queued", now))
+                    uow.publish(
+                        _status_event(
+                            msg.tenant_id,
+                            {**msg._mapping, "provider": sender.provider.name},
+                            "sending",
+                            "queued",
+                            now,
+                        )
+                    )
                 await uow.commit()
             return decision, msg
 
@@ -201,7 +243,9 @@ async def deliver(sender: Sender, message_id: uuid.UUID) -> None:
     await _finish(sender, msg, "sent", None, result.provider_message_id)
 
 
-async def _finish(sender: Sender, msg: Row[Any], status: str, reason: str | None, provider_message_id: str | None) -> None:
+async def _finish(
+    sender: Sender, msg: Row[Any], status: str, reason: str | None, provider_message_id: str | None
+) -> None:
     async def write() -> None:
         now = utcnow()
         async with sender.runtime.uow() as uow:
@@ -209,12 +253,26 @@ async def _finish(sender: Sender, msg: Row[Any], status: str, reason: str | None
             if current is None or not can_move(current.status, status):
                 return
             await repo.update_message(
-                uow.conn, msg.id, status=status, status_reason=reason, updated_at=now,
-                provider_message_id=provider_message_id, sending_started_at=None,
+                uow.conn,
+                msg.id,
+                status=status,
+                status_reason=reason,
+                updated_at=now,
+                provider_message_id=provider_message_id,
+                sending_started_at=None,
             )
             await repo.add_history(uow.conn, msg.id, status, reason, now)
-            uow.publish(_status_event(msg.tenant_id, {**current._mapping, "provider": sender.provider.name},
-                                      status, current.status, now, reason, provider_message_id))
+            uow.publish(
+                _status_event(
+                    msg.tenant_id,
+                    {**current._mapping, "provider": sender.provider.name},
+                    status,
+                    current.status,
+                    now,
+                    reason,
+                    provider_message_id,
+                )
+            )
             await uow.commit()
 
     await sender.runtime.with_db(f"record {status}", write)
@@ -229,8 +287,14 @@ async def _requeue(sender: Sender, msg: Row[Any], reason: str) -> None:
             current = await repo.lock_message(uow.conn, msg.id)
             if current is None or current.status != "sending":
                 return
-            await repo.update_message(uow.conn, msg.id, status="queued", status_reason=reason,
-                                      sending_started_at=None, updated_at=now)
+            await repo.update_message(
+                uow.conn,
+                msg.id,
+                status="queued",
+                status_reason=reason,
+                sending_started_at=None,
+                updated_at=now,
+            )
             await repo.add_history(uow.conn, msg.id, "queued", reason, now)
             uow.publish(_status_event(msg.tenant_id, current, "queued", "sending", now, reason))
             await uow.commit()

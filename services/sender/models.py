@@ -30,7 +30,10 @@ messages = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index(
-        "uq_messages_tenant_idempotency_key", "tenant_id", "idempotency_key", unique=True,
+        "uq_messages_tenant_idempotency_key",
+        "tenant_id",
+        "idempotency_key",
+        unique=True,
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     ),
     sa.Index("ix_messages_tenant_created", "tenant_id", sa.text("created_at DESC")),
@@ -41,7 +44,9 @@ message_history = sa.Table(
     "message_history",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("message_id", pg.UUID(as_uuid=True), sa.ForeignKey(messages.c.id, ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "message_id", pg.UUID(as_uuid=True), sa.ForeignKey(messages.c.id, ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),

@@ -46,8 +46,12 @@ async def update_message(conn: AsyncConnection, message_id: uuid.UUID, **values:
     await conn.execute(sa.update(messages).where(messages.c.id == message_id).values(**values))
 
 
-async def add_history(conn: AsyncConnection, message_id: uuid.UUID, status: str, reason: str | None, at: datetime) -> None:
-    await conn.execute(sa.insert(message_history).values(message_id=message_id, status=status, reason=reason, at=at))
+async def add_history(
+    conn: AsyncConnection, message_id: uuid.UUID, status: str, reason: str | None, at: datetime
+) -> None:
+    await conn.execute(
+        sa.insert(message_history).values(message_id=message_id, status=status, reason=reason, at=at)
+    )
 
 
 async def history(conn: AsyncConnection, message_id: uuid.UUID) -> list[Row[Any]]:
@@ -63,8 +67,14 @@ async def history(conn: AsyncConnection, message_id: uuid.UUID) -> list[Row[Any]
 
 
 async def list_messages(
-    conn: AsyncConnection, tenant_id: uuid.UUID, *, status: str | None, recipient_hash: str | None,
-    created_before: datetime | None, created_after: datetime | None, limit: int,
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    *,
+    status: str | None,
+    recipient_hash: str | None,
+    created_before: datetime | None,
+    created_after: datetime | None,
+    limit: int,
 ) -> list[Row[Any]]:
     q = sa.select(messages).where(messages.c.tenant_id == tenant_id)
     if status:
@@ -93,7 +103,9 @@ async def orphaned_sending(conn: AsyncConnection, cutoff: datetime, limit: int) 
     )
 
 
-async def list_sandbox(conn: AsyncConnection, tenant_id: uuid.UUID, *, message_id: uuid.UUID | None, limit: int) -> list[Row[Any]]:
+async def list_sandbox(
+    conn: AsyncConnection, tenant_id: uuid.UUID, *, message_id: uuid.UUID | None, limit: int
+) -> list[Row[Any]]:
     q = sa.select(sandbox_messages).where(sandbox_messages.c.tenant_id == tenant_id)
     if message_id:
         q = q.where(sandbox_messages.c.message_id == message_id)

@@ -13,7 +13,7 @@ import pytest
 from devtools.processes import SERVICES, ServiceProcess, free_port, herald_cli, wait_for
 from tests.conftest import Infra
 
-__all__ = ["Herald", "ServiceProcess", "wait_for", "herald_cli"]
+__all__ = ["Herald", "ServiceProcess", "herald_cli", "wait_for"]
 
 
 @dataclass
@@ -43,9 +43,7 @@ class Herald:
 def herald(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herald]:
     tmp = Path(tmp_path_factory.mktemp("herald"))
     env = infra.service_env(SENDER_SENDING_LEASE_SECONDS="3", HERALD_GRACEFUL_TIMEOUT_SECONDS="10")
-    services = {
-        name: ServiceProcess(name, free_port(), env, tmp / f"{name}.log") for name in SERVICES
-    }
+    services = {name: ServiceProcess(name, free_port(), env, tmp / f"{name}.log") for name in SERVICES}
     system = Herald(infra=infra, services=services, env=env, tmp=tmp)
     for svc in services.values():
         svc.start()

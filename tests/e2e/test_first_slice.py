@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import aio_pika
 import httpx
@@ -85,8 +85,10 @@ def test_scheduled_message_is_sent_at_its_time(herald: Herald, key: str):
     scheduler = herald.client("scheduler", key)
     sender = herald.client("sender", key)
     send_at = datetime.now(timezone(timedelta(hours=-3))) + timedelta(seconds=2)
-    created = scheduler.post("/v1/scheduled-messages",
-                             json={"to": PHONE, "text": "Reminder: pickup today", "send_at": send_at.isoformat()})
+    created = scheduler.post(
+        "/v1/scheduled-messages",
+        json={"to": PHONE, "text": "Reminder: pickup today", "send_at": send_at.isoformat()},
+    )
     assert created.status_code == 201, created.text
     schedule = created.json()
     assert schedule["status"] == "pending"
@@ -101,13 +103,14 @@ def test_scheduled_message_is_sent_at_its_time(herald: Herald, key: str):
 def test_cancelled_scheduled_message_is_never_sent(herald: Herald, key: str):
     scheduler = herald.client("scheduler", key)
     sender = herald.client("sender", key)
-    send_at = datetime.now(timezone.utc) + timedelta(seconds=2)
-    schedule = scheduler.post("/v1/scheduled-messages",
-                              json={"to": PHONE, "text": "never", "send_at": send_at.isoformat()}).json()
+    send_at = datetime.now(UTC) + timedelta(seconds=2)
+    schedule = scheduler.post(
+        "/v1/scheduled-messages", json={"to": PHONE, "text": "never", "send_at": send_at.isoformat()}
+    ).json()
     cancelled = scheduler.delete(f"/v1/scheduled-messages/{schedule['id']}")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
 
-    wait_for(lambda: datetime.now(timezone.utc) > send_at + timedelta(seconds=2), 10, "due time to pass")
+    wait_for(lambda: datetime.now(UTC) > send_at + timedelta(seconds=2), 10, "due time to pass")
     assert sender.get(f"/v1/messages/{schedule['message_id']}").status_code == 404
     assert sandbox_for(sender, schedule["message_id"]) == []
     again = scheduler.delete(f"/v1/scheduled-messages/{schedule['id']}")
@@ -116,8 +119,11 @@ def test_cancelled_scheduled_message_is_never_sent(herald: Herald, key: str):
 
 def order_event(order_id: str, status: str, event_id: str | None = None) -> dict:
     return {
-        "specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": "/shop/orders",
-        "type": "order.status_changed", "time": datetime.now(timezone.utc).isoformat(),
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": "/shop/orders",
+        "type": "order.status_changed",
+        "time": datetime.now(UTC).isoformat(),
         "data": {"order_id": order_id, "status": status, "customer_phone": PHONE},
     }
 
@@ -147,8 +153,11 @@ def test_order_status_published_on_the_broker_by_another_system(herald: Herald, 
     order_id = f"B{uuid.uuid4().hex[:6]}"
     # a system publishing on the broker names its tenant in the CloudEvent's tenantid
     tenant = json.loads(herald_cli(herald.env, "tenant", "create", f"broker-{order_id}", "--json"))
-    event = {**order_event(order_id, "payment_confirmed"), "type": "order.status_changed.v1",
-             "tenantid": tenant["tenant_id"]}
+    event = {
+        **order_event(order_id, "payment_confirmed"),
+        "type": "order.status_changed.v1",
+        "tenantid": tenant["tenant_id"],
+    }
 
     async def publish() -> None:
         connection = await aio_pika.connect(herald.infra.amqp_url)
@@ -156,8 +165,12 @@ def test_order_status_published_on_the_broker_by_another_system(herald: Herald, 
             channel = await connection.channel(publisher_confirms=True)
             exchange = await channel.get_exchange("herald.events")
             await exchange.publish(
-                aio_pika.Message(json.dumps(event).encode(), content_type="application/json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=event["id"]),
+                aio_pika.Message(
+                    json.dumps(event).encode(),
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=event["id"],
+                ),
                 routing_key="order.status_changed.v1",
             )
 
@@ -177,11 +190,16 @@ def test_a_tenant_sees_only_its_own_messages(herald: Herald, key: str):
     assert other.get("/v1/sandbox/messages", params={"message_id": mine}).json()["items"] == []
 
 
-@pytest.mark.parametrize("service, method, path", [
-    ("sender", "GET", "/v1/messages"), ("sender", "POST", "/v1/messages"),
-    ("scheduler", "GET", "/v1/scheduled-messages"), ("ingest", "POST", "/v1/events"),
-    ("pipeline", "GET", "/v1/rules"),
-])
+@pytest.mark.parametrize(
+    "service, method, path",
+    [
+        ("sender", "GET", "/v1/messages"),
+        ("sender", "POST", "/v1/messages"),
+        ("scheduler", "GET", "/v1/scheduled-messages"),
+        ("ingest", "POST", "/v1/events"),
+        ("pipeline", "GET", "/v1/rules"),
+    ],
+)
 def test_v1_needs_a_valid_api_key(herald: Herald, service: str, method: str, path: str):
     body = {"to": PHONE, "text": "x"} if method == "POST" else None
     missing = herald.client(service, None).request(method, path, json=body)
@@ -202,20 +220,53 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(herald: Herald):
     ingest = herald.client("ingest", key)
 
     cases = [
-        (sender.post("/v1/messages", content=b'{"to": "+5511999998888", "text": ',
-                     headers={"content-type": "application/json"}), 400, "not valid JSON"),
-        (sender.post("/v1/messages", json={"to": PHONE, "text": "x", "colour": "red"}), 422, "colour: unknown field"),
+        (
+            sender.post(
+                "/v1/messages",
+                content=b'{"to": "+5511999998888", "text": ',
+                headers={"content-type": "application/json"},
+            ),
+            400,
+            "not valid JSON",
+        ),
+        (
+            sender.post("/v1/messages", json={"to": PHONE, "text": "x", "colour": "red"}),
+            422,
+            "colour: unknown field",
+        ),
         (sender.post("/v1/messages", json={"to": "11999998888", "text": "x"}), 422, "to: "),
         (sender.post("/v1/messages", json={"to": "+55119", "text": "x"}), 422, "not a valid phone number"),
         (sender.post("/v1/messages", json={"to": PHONE}), 422, "text: required field is missing"),
         (sender.post("/v1/messages", json={"to": PHONE, "text": "x", "priority": 11}), 422, "priority"),
-        (scheduler.post("/v1/scheduled-messages", json={
-            "to": PHONE, "text": "x", "send_at": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()}),
-         422, "in the past"),
-        (scheduler.post("/v1/scheduled-messages", json={"to": PHONE, "text": "x", "send_at": "2030-01-01T09:00:00"}),
-         422, "send_at"),
-        (ingest.post("/v1/events", content=b"{nope", headers={"content-type": "application/json"}), 400, "not valid JSON"),
-        (ingest.post("/v1/events", json={**order_event("1", "x"), "type": "order.shipped"}), 422, "unknown event type"),
+        (
+            scheduler.post(
+                "/v1/scheduled-messages",
+                json={
+                    "to": PHONE,
+                    "text": "x",
+                    "send_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+                },
+            ),
+            422,
+            "in the past",
+        ),
+        (
+            scheduler.post(
+                "/v1/scheduled-messages", json={"to": PHONE, "text": "x", "send_at": "2030-01-01T09:00:00"}
+            ),
+            422,
+            "send_at",
+        ),
+        (
+            ingest.post("/v1/events", content=b"{nope", headers={"content-type": "application/json"}),
+            400,
+            "not valid JSON",
+        ),
+        (
+            ingest.post("/v1/events", json={**order_event("1", "x"), "type": "order.shipped"}),
+            422,
+            "unknown event type",
+        ),
         (ingest.post("/v1/events", content=b"x" * (1_048_576 + 10)), 413, "exceeds"),
     ]
     for response, status, text in cases:

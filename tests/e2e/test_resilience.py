@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aio_pika
 import asyncpg
@@ -38,14 +38,26 @@ async def publish_requests(amqp_url: str, tenant_id: str, count: int) -> list[st
         exchange = await channel.get_exchange("herald.events")
         for message_id in ids:
             event = {
-                "specversion": "1.0", "id": str(uuid.uuid4()), "source": "/tests/load",
-                "type": "message.requested.v1", "time": datetime.now(timezone.utc).isoformat(),
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": "/tests/load",
+                "type": "message.requested.v1",
+                "time": datetime.now(UTC).isoformat(),
                 "tenantid": tenant_id,
-                "data": {"message_id": message_id, "to": PHONE, "text": f"load {message_id[:8]}", "origin": "test"},
+                "data": {
+                    "message_id": message_id,
+                    "to": PHONE,
+                    "text": f"load {message_id[:8]}",
+                    "origin": "test",
+                },
             }
             await exchange.publish(
-                aio_pika.Message(json.dumps(event).encode(), content_type="application/json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT, priority=5),
+                aio_pika.Message(
+                    json.dumps(event).encode(),
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    priority=5,
+                ),
                 routing_key="message.requested.v1",
             )
     return ids
@@ -58,8 +70,13 @@ def test_sigkill_of_the_sender_mid_stream_loses_nothing_and_sends_nothing_twice(
     total = 400
 
     ids = asyncio.run(publish_requests(herald.infra.amqp_url, tenant["tenant_id"], total))
-    wait_for(lambda: sum(sandbox_counts(client).values()) >= 20, 30, "the sender to start delivering", sender,
-             interval=0.01)
+    wait_for(
+        lambda: sum(sandbox_counts(client).values()) >= 20,
+        30,
+        "the sender to start delivering",
+        sender,
+        interval=0.01,
+    )
     sender.kill()
     sender.start()
     sender.wait_ready()
@@ -67,7 +84,13 @@ def test_sigkill_of_the_sender_mid_stream_loses_nothing_and_sends_nothing_twice(
     assert before["sent"] < total, f"the kill came too late to interrupt anything: {before}"
 
     # messages left in 'sending' by the kill are reconciled after the lease (3 s in this test)
-    wait_for(lambda: statuses(client)["sent"] == total, 90, f"all {total} messages to be sent", sender, interval=0.2)
+    wait_for(
+        lambda: statuses(client)["sent"] == total,
+        90,
+        f"all {total} messages to be sent",
+        sender,
+        interval=0.2,
+    )
     counts = sandbox_counts(client)
     assert set(counts) == set(ids), "a message was lost"
     assert [m for m, n in counts.items() if n > 1] == [], "a message was sent twice"
@@ -90,11 +113,17 @@ def test_broker_outage_readiness_and_reconnect_deliver_what_was_accepted_meanwhi
             assert response.status_code == 202, response.text
             accepted.append(response.json()["id"])
         order_id = f"O{uuid.uuid4().hex[:6]}"
-        posted = ingest.post("/v1/events", json={
-            "specversion": "1.0", "id": str(uuid.uuid4()), "source": "/shop/orders", "type": "order.status_changed",
-            "time": datetime.now(timezone.utc).isoformat(),
-            "data": {"order_id": order_id, "status": "preparing", "customer_phone": PHONE},
-        })
+        posted = ingest.post(
+            "/v1/events",
+            json={
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": "/shop/orders",
+                "type": "order.status_changed",
+                "time": datetime.now(UTC).isoformat(),
+                "data": {"order_id": order_id, "status": "preparing", "customer_phone": PHONE},
+            },
+        )
         assert posted.status_code == 202, posted.text
     finally:
         herald.infra.handle.start_broker()  # type: ignore[union-attr]
@@ -105,12 +134,24 @@ def test_broker_outage_readiness_and_reconnect_deliver_what_was_accepted_meanwhi
     def all_sent() -> bool:
         return all(sender.get(f"/v1/messages/{m}").json()["status"] == "sent" for m in accepted)
 
-    wait_for(all_sent, 60, "messages accepted during the outage to be sent", herald.services["sender"], interval=0.2)
+    wait_for(
+        all_sent,
+        60,
+        "messages accepted during the outage to be sent",
+        herald.services["sender"],
+        interval=0.2,
+    )
     counts = sandbox_counts(sender)
     assert all(counts[m] == 1 for m in accepted)
-    wait_for(lambda: f"Your order {order_id} is preparing" in
-             [i["text"] for i in sender.get("/v1/sandbox/messages").json()["items"]],
-             60, "the order event posted during the outage to be delivered", herald.services["pipeline"])
+    wait_for(
+        lambda: (
+            f"Your order {order_id} is preparing"
+            in [i["text"] for i in sender.get("/v1/sandbox/messages").json()["items"]]
+        ),
+        60,
+        "the order event posted during the outage to be delivered",
+        herald.services["pipeline"],
+    )
 
 
 async def count_by_status(database_url: str, tenant_id: str) -> Counter[str]:
@@ -120,8 +161,10 @@ async def count_by_status(database_url: str, tenant_id: str) -> Counter[str]:
     dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT status, count(*) AS n FROM sender.messages WHERE tenant_id = $1 GROUP BY status",
-                                uuid.UUID(tenant_id))
+        rows = await conn.fetch(
+            "SELECT status, count(*) AS n FROM sender.messages WHERE tenant_id = $1 GROUP BY status",
+            uuid.UUID(tenant_id),
+        )
         return Counter({r["status"]: r["n"] for r in rows})
     finally:
         await conn.close()
@@ -133,8 +176,13 @@ def test_sigterm_drains_in_flight_messages_before_the_sender_exits(herald: Heral
     sender = herald.services["sender"]
     total = 400
     ids = asyncio.run(publish_requests(herald.infra.amqp_url, tenant["tenant_id"], total))
-    wait_for(lambda: sum(sandbox_counts(client).values()) >= 20, 30, "the sender to start delivering", sender,
-             interval=0.01)
+    wait_for(
+        lambda: sum(sandbox_counts(client).values()) >= 20,
+        30,
+        "the sender to start delivering",
+        sender,
+        interval=0.01,
+    )
 
     # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is "terminated by
     # SIGTERM" (143 in a shell); what matters is that the drain completed before it
@@ -146,13 +194,21 @@ def test_sigterm_drains_in_flight_messages_before_the_sender_exits(herald: Heral
 
     sender.start()
     sender.wait_ready()
-    wait_for(lambda: statuses(client)["sent"] == total, 60, f"all {total} messages to be sent", sender, interval=0.2)
+    wait_for(
+        lambda: statuses(client)["sent"] == total,
+        60,
+        f"all {total} messages to be sent",
+        sender,
+        interval=0.2,
+    )
     counts = sandbox_counts(client)
     assert set(counts) == set(ids) and max(counts.values()) == 1
 
 
 def test_a_poison_message_goes_to_the_dead_letter_queue_and_blocks_nothing(herald: Herald):
-    tenant = json.loads(herald_cli(herald.env, "tenant", "create", f"poison-{uuid.uuid4().hex[:6]}", "--json"))
+    tenant = json.loads(
+        herald_cli(herald.env, "tenant", "create", f"poison-{uuid.uuid4().hex[:6]}", "--json")
+    )
     client = herald.client("sender", tenant["api_key"])
     marker = uuid.uuid4().hex
 
@@ -161,10 +217,14 @@ def test_a_poison_message_goes_to_the_dead_letter_queue_and_blocks_nothing(heral
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             exchange = await channel.get_exchange("herald.events")
-            for body in (f"not json {marker}".encode(),
-                         json.dumps({"specversion": "1.0", "id": marker, "type": "message.requested.v1"}).encode()):
-                await exchange.publish(aio_pika.Message(body, content_type="application/json", priority=5),
-                                       routing_key="message.requested.v1")
+            for body in (
+                f"not json {marker}".encode(),
+                json.dumps({"specversion": "1.0", "id": marker, "type": "message.requested.v1"}).encode(),
+            ):
+                await exchange.publish(
+                    aio_pika.Message(body, content_type="application/json", priority=5),
+                    routing_key="message.requested.v1",
+                )
             await publish_requests(herald.infra.amqp_url, tenant["tenant_id"], 1)
             dead = await channel.get_queue("sender.dead-letters")
             found: list[bytes] = []
@@ -189,7 +249,9 @@ def test_database_outage_answers_503_then_recovers_and_delivers(herald: Herald):
     handle = herald.infra.handle
     if handle is None or not hasattr(handle, "stop_database"):
         pytest.skip("this run's database cannot be stopped from the test")
-    tenant = json.loads(herald_cli(herald.env, "tenant", "create", f"dbdown-{uuid.uuid4().hex[:6]}", "--json"))
+    tenant = json.loads(
+        herald_cli(herald.env, "tenant", "create", f"dbdown-{uuid.uuid4().hex[:6]}", "--json")
+    )
     sender = herald.client("sender", tenant["api_key"])
     sender.get("/v1/messages")  # the key is now cached: the outage is met by the endpoint, not by auth
 
@@ -206,9 +268,15 @@ def test_database_outage_answers_503_then_recovers_and_delivers(herald: Herald):
         handle.start_database()
 
     for svc in herald.services.values():
-        wait_for(lambda s=svc: s.readyz() == 200, 60, f"{svc.name} /readyz 200 after the database returns", svc)
+        wait_for(
+            lambda s=svc: s.readyz() == 200, 60, f"{svc.name} /readyz 200 after the database returns", svc
+        )
     accepted = sender.post("/v1/messages", json={"to": PHONE, "text": "after the outage"})
     assert accepted.status_code == 202
     for message_id in (accepted.json()["id"], waiting_id):
-        wait_for(lambda m=message_id: sender.get(f"/v1/messages/{m}").json().get("status") == "sent", 60,
-                 f"message {message_id} to be sent", herald.services["sender"])
+        wait_for(
+            lambda m=message_id: sender.get(f"/v1/messages/{m}").json().get("status") == "sent",
+            60,
+            f"message {message_id} to be sent",
+            herald.services["sender"],
+        )

@@ -8,6 +8,7 @@ import uuid
 import aio_pika
 import pytest
 import sqlalchemy as sa
+from faststream.exceptions import FastStreamException
 from faststream.rabbit import Channel, RabbitBroker
 
 from services.sender.models import outbox, processed_events
@@ -21,8 +22,11 @@ pytestmark = pytest.mark.integration
 
 
 def order_event(order_id: str):
-    return new_event(OrderStatusChanged(order_id=order_id, status="ready", customer_phone="+5511999998888"),
-                     tenant_id=uuid.uuid4(), source="/tests")
+    return new_event(
+        OrderStatusChanged(order_id=order_id, status="ready", customer_phone="+5511999998888"),
+        tenant_id=uuid.uuid4(),
+        source="/tests",
+    )
 
 
 @pytest.fixture
@@ -57,9 +61,11 @@ def uow(engine) -> UnitOfWork:
     return UnitOfWork(engine, "sender", outbox, processed_events)
 
 
-async def drain(queue: aio_pika.abc.AbstractQueue, want: int, timeout: float = 5.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
+async def drain(
+    queue: aio_pika.abc.AbstractQueue, want: int, within: float = 5.0
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
     got: list[aio_pika.abc.AbstractIncomingMessage] = []
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while len(got) < want and asyncio.get_running_loop().time() < deadline:
         message = await queue.get(fail=False)
         if message is None:
@@ -84,8 +90,9 @@ async def test_committed_events_are_published_persistent_and_marked(engine, brok
     assert mine[0].delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert b'"order_id":"committed"' in mine[0].body
     async with engine.connect() as conn:
-        published_at = (await conn.execute(
-            sa.select(outbox.c.published_at).where(outbox.c.event_id == event.id))).scalar_one()
+        published_at = (
+            await conn.execute(sa.select(outbox.c.published_at).where(outbox.c.event_id == event.id))
+        ).scalar_one()
     assert published_at is not None
 
 
@@ -96,9 +103,11 @@ async def test_rolled_back_work_publishes_nothing(engine, broker, probe_queue):
         # leaving without commit: an exception or an early return
     relay = OutboxRelay(service="test", engine=engine, outbox=outbox, broker=broker)
     await relay.relay_once()
-    assert [m for m in await drain(probe_queue, 1, timeout=0.5) if m.message_id == event.id] == []
+    assert [m for m in await drain(probe_queue, 1, within=0.5) if m.message_id == event.id] == []
     async with engine.connect() as conn:
-        assert (await conn.execute(sa.select(sa.func.count()).where(outbox.c.event_id == event.id))).scalar_one() == 0
+        assert (
+            await conn.execute(sa.select(sa.func.count()).where(outbox.c.event_id == event.id))
+        ).scalar_one() == 0
 
 
 async def test_rows_stay_unpublished_while_the_broker_cannot_confirm(engine, infra):
@@ -108,11 +117,12 @@ async def test_rows_stay_unpublished_while_the_broker_cannot_confirm(engine, inf
         await work.commit()
     closed = RabbitBroker(infra.amqp_url)  # never connected: publishing cannot be confirmed
     relay = OutboxRelay(service="test", engine=engine, outbox=outbox, broker=closed, publish_timeout=1)
-    with pytest.raises(Exception):
+    with pytest.raises(FastStreamException):
         await relay.relay_once()
     async with engine.connect() as conn:
-        published_at = (await conn.execute(
-            sa.select(outbox.c.published_at).where(outbox.c.event_id == event.id))).scalar_one()
+        published_at = (
+            await conn.execute(sa.select(outbox.c.published_at).where(outbox.c.event_id == event.id))
+        ).scalar_one()
     assert published_at is None, "a row was marked sent without a broker confirm"
 
 
@@ -121,13 +131,13 @@ async def test_relay_wakes_on_commit_without_waiting_for_its_poll(engine, broker
     task = asyncio.create_task(relay.run())
     try:
         await asyncio.sleep(0.3)  # relay is now asleep on LISTEN, for up to 30 s
-        await drain(probe_queue, 10_000, timeout=0.2)
+        await drain(probe_queue, 10_000, within=0.2)
         event = order_event("woken")
         started = asyncio.get_running_loop().time()
         async with uow(engine) as work:
             work.publish(event)
             await work.commit()
-        got = [m for m in await drain(probe_queue, 1, timeout=5) if m.message_id == event.id]
+        got = [m for m in await drain(probe_queue, 1, within=5) if m.message_id == event.id]
         assert got, "relay did not publish after the commit notified it"
         assert asyncio.get_running_loop().time() - started < 5
     finally:
@@ -142,12 +152,15 @@ async def test_an_event_nobody_consumes_is_kept_in_herald_unrouted(engine, broke
         unrouted = await channel.get_queue("herald.unrouted")
         from shared.events import DraftReady
 
-        event = new_event(DraftReady(draft_id=uuid.uuid4(), user_id="u1", title="t"), tenant_id=uuid.uuid4(),
-                          source="/tests")
+        event = new_event(
+            DraftReady(draft_id=uuid.uuid4(), user_id="u1", title="t"),
+            tenant_id=uuid.uuid4(),
+            source="/tests",
+        )
         async with uow(engine) as work:
             work.publish(event)
             await work.commit()
         relay = OutboxRelay(service="test", engine=engine, outbox=outbox, broker=broker)
         await relay.relay_once()  # must not raise: the alternate exchange takes it
-        found = [m for m in await drain(unrouted, 1000, timeout=1) if m.message_id == event.id]
+        found = [m for m in await drain(unrouted, 1000, within=1) if m.message_id == event.id]
         assert found

@@ -24,7 +24,9 @@ async def test_api_key_is_stored_hashed_and_resolves_to_its_tenant(infra: Infra)
         tenant, key = await create_tenant(engine, name)
         assert key.startswith("hk_") and len(key) > 40
         async with engine.connect() as conn:
-            stored = (await conn.execute(sa.select(api_keys.c.key_hash).where(api_keys.c.tenant_id == tenant.id))).scalar_one()
+            stored = (
+                await conn.execute(sa.select(api_keys.c.key_hash).where(api_keys.c.tenant_id == tenant.id))
+            ).scalar_one()
         assert stored == hash_key(key) and key not in stored
 
         auth = TenantAuth(engine)
@@ -44,7 +46,9 @@ async def test_every_schema_is_migrated_to_head(infra: Infra):
     try:
         async with engine.connect() as conn:
             for schema in ("tenancy", "ingest", "scheduler", "pipeline", "sender"):
-                version = (await conn.execute(sa.text(f'SELECT version_num FROM "{schema}".alembic_version'))).scalar_one()
+                version = (
+                    await conn.execute(sa.text(f'SELECT version_num FROM "{schema}".alembic_version'))
+                ).scalar_one()
                 assert version == f"0001_{schema}"
     finally:
         await engine.dispose()

@@ -4,14 +4,31 @@ import pytest
 from pydantic import ValidationError
 
 from shared.events import (
-    CATALOGUE, PUBLIC_INPUT_TYPES, CloudEvent, MessageRequested, OrderStatusChanged, UnknownEventType,
-    canonical_type, new_event, parse_event,
+    CATALOGUE,
+    PUBLIC_INPUT_TYPES,
+    CloudEvent,
+    MessageRequested,
+    OrderStatusChanged,
+    UnknownEventType,
+    canonical_type,
+    new_event,
+    parse_event,
 )
 
 ARCHITECTURE_TYPES = {
-    "message.requested", "message.status", "inbound.received", "delivery.status", "contact.opted_out",
-    "contact.opted_in", "pacing.due", "draft.ready", "order.status_changed", "event.published",
-    "event.changed", "event.cancelled", "template.status_changed",
+    "message.requested",
+    "message.status",
+    "inbound.received",
+    "delivery.status",
+    "contact.opted_out",
+    "contact.opted_in",
+    "pacing.due",
+    "draft.ready",
+    "order.status_changed",
+    "event.published",
+    "event.changed",
+    "event.cancelled",
+    "template.status_changed",
 }
 
 
@@ -22,8 +39,11 @@ def test_catalogue_has_a_versioned_model_for_every_architecture_event():
 
 def test_event_round_trips_through_json_as_a_cloudevent():
     tenant = uuid.uuid4()
-    event = new_event(OrderStatusChanged(order_id="1042", status="preparing", customer_phone="+55 11 99999-8888"),
-                      tenant_id=tenant, source="/shop")
+    event = new_event(
+        OrderStatusChanged(order_id="1042", status="preparing", customer_phone="+55 11 99999-8888"),
+        tenant_id=tenant,
+        source="/shop",
+    )
     parsed = parse_event(event.model_dump_json())
     assert parsed.specversion == "1.0"
     assert parsed.type == "order.status_changed.v1"
@@ -42,25 +62,33 @@ def test_models_are_frozen_and_ignore_unknown_fields_from_newer_producers():
 
 def test_bare_type_name_means_first_version_and_unknown_types_are_named():
     assert canonical_type("order.status_changed") == "order.status_changed.v1"
-    with pytest.raises(UnknownEventType, match="unknown event type 'order.shipped'.*known types"):
+    with pytest.raises(UnknownEventType, match=r"unknown event type 'order\.shipped'.*known types"):
         canonical_type("order.shipped")
 
 
 def test_data_is_validated_against_its_types_model():
-    body = new_event(MessageRequested(message_id=uuid.uuid4(), to="+5511999998888", text="hi"),
-                     tenant_id=uuid.uuid4(), source="/t").model_dump(mode="json")
+    body = new_event(
+        MessageRequested(message_id=uuid.uuid4(), to="+5511999998888", text="hi"),
+        tenant_id=uuid.uuid4(),
+        source="/t",
+    ).model_dump(mode="json")
     body["data"]["to"] = "12345"
-    with pytest.raises(ValidationError, match="E.164"):
+    with pytest.raises(ValidationError, match=r"E\.164"):
         parse_event(body)
 
 
 def test_envelope_requires_timezone_aware_time():
     with pytest.raises(ValidationError):
-        CloudEvent[OrderStatusChanged].model_validate({
-            "id": "1", "source": "/s", "type": "order.status_changed", "time": "2026-01-01T00:00:00",
-            "tenantid": str(uuid.uuid4()),
-            "data": {"order_id": "1", "status": "ready", "customer_phone": "+5511999998888"},
-        })
+        CloudEvent[OrderStatusChanged].model_validate(
+            {
+                "id": "1",
+                "source": "/s",
+                "type": "order.status_changed",
+                "time": "2026-01-01T00:00:00",
+                "tenantid": str(uuid.uuid4()),
+                "data": {"order_id": "1", "status": "ready", "customer_phone": "+5511999998888"},
+            }
+        )
 
 
 def test_facts_only_herald_states_are_not_public_inputs():

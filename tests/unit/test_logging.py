@@ -8,15 +8,19 @@ from shared.logging import configure_logging, mask_sensitive
 
 
 def test_processor_masks_phones_tokens_and_bodies_by_key_and_inside_strings():
-    out = mask_sensitive(None, "info", {
-        "event": "sending to +5511999998888",
-        "to": "+5511999998888",
-        "text": "your code is 1234",
-        "access_token": "EAAG123",
-        "error": "401 for Bearer abc.def.ghi calling 5511999998888",
-        "nested": {"phone": "+351912345678", "count": 3},
-        "count": 7,
-    })
+    out = mask_sensitive(
+        None,
+        "info",
+        {
+            "event": "sending to +5511999998888",
+            "to": "+5511999998888",
+            "text": "your code is 1234",
+            "access_token": "EAAG123",
+            "error": "401 for Bearer abc.def.ghi calling 5511999998888",
+            "nested": {"phone": "+351912345678", "count": 3},
+            "count": 7,
+        },
+    )
     dumped = json.dumps(out)
     assert "999998888" not in dumped and "912345678" not in dumped
     assert "your code" not in dumped and "EAAG123" not in dumped and "abc.def.ghi" not in dumped

@@ -3,12 +3,15 @@ import pytest
 from shared.phone import InvalidPhoneNumber, normalize_e164
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("+5511999998888", "+5511999998888"),
-    ("+55 (11) 99999-8888", "+5511999998888"),
-    ("+351 912 345 678", "+351912345678"),
-    ("+1 212 555 0123", "+12125550123"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("+5511999998888", "+5511999998888"),
+        ("+55 (11) 99999-8888", "+5511999998888"),
+        ("+351 912 345 678", "+351912345678"),
+        ("+1 212 555 0123", "+12125550123"),
+    ],
+)
 def test_valid_numbers_are_normalised_to_e164(raw, expected):
     assert normalize_e164(raw) == expected
 
