@@ -1,7 +1,7 @@
 # Herald's two commands: `make up` runs it, `make test` tests it. Both start from a bare clone.
 UV := ./scripts/uv
 
-.PHONY: up test test-unit bench install clean help
+.PHONY: up test test-unit lint bench install clean help
 
 help:
 	@echo "make up     install, start RabbitMQ + PostgreSQL, migrate, run the four services (Ctrl-C stops)"
@@ -16,7 +16,12 @@ up: install
 	$(UV) run --frozen python -m devtools.up
 
 test: install
+	$(UV) run --frozen ruff check shared services devtools tests bench
 	$(UV) run --frozen pytest
+
+lint: install
+	$(UV) run --frozen ruff check shared services devtools tests bench
+	$(UV) run --frozen ruff format --check shared services devtools tests bench
 
 test-unit: install
 	$(UV) run --frozen pytest tests/unit
