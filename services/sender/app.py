@@ -159,12 +159,12 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
             origin="api",
         )
         try:
-            row, created = await handlers.request_message(sender, tenant.id, req)
+            accepted = await handlers.request_message(sender, tenant.id, req)
         except handlers.IdempotencyConflict as exc:
             raise ApiError(409, "idempotency_conflict", str(exc)) from exc
-        if not created:
+        if not accepted.created:
             response.headers["Idempotent-Replayed"] = "true"
-        return MessageAccepted(id=row.id, status=row.status)
+        return MessageAccepted(id=accepted.message_id, status=accepted.status)
 
     @api.get(
         "/messages/{message_id}", response_model=MessageView, summary="A message with its status history"

@@ -108,16 +108,21 @@ async def _record_queued(uow: UnitOfWork, tenant_id: uuid.UUID, row: dict[str, A
     uow.publish(_status_event(tenant_id, row, "queued", None, now))
 
 
-async def request_message(
-    sender: Sender, tenant_id: uuid.UUID, req: MessageRequested
-) -> tuple[Row[Any], bool]:
+@dataclass(frozen=True)
+class Accepted:
+    message_id: uuid.UUID
+    status: str
+    created: bool
+
+
+async def request_message(sender: Sender, tenant_id: uuid.UUID, req: MessageRequested) -> Accepted:
     """Accept a send request over HTTP: store it and publish ``message.requested`` atomically.
 
-    Returns the stored message and whether it is new. The same idempotency key with the same
-    request returns the first message; with a different request it raises IdempotencyConflict.
+    The same idempotency key with the same request returns the first message (``created`` is
+    False); with a different request it raises IdempotencyConflict.
     """
 
-    async def attempt() -> tuple[Row[Any], bool] | None:
+    async def attempt() -> Accepted | None:
         now = utcnow()
         async with sender.runtime.uow() as uow:
             if req.idempotency_key:
@@ -128,7 +133,7 @@ async def request_message(
                             f"idempotency_key {req.idempotency_key!r} was already used for a different "
                             f"request (message {existing.id}); use a new key for a new message"
                         )
-                    return existing, False
+                    return Accepted(existing.id, existing.status, created=False)
             row = _new_row(sender, tenant_id, req, now)
             try:
                 inserted = await repo.insert_message(uow.conn, row)
@@ -142,10 +147,7 @@ async def request_message(
                 priority=req.priority,
             )
             await uow.commit()
-        async with sender.runtime.engine.connect() as conn:
-            stored = await repo.get_message(conn, tenant_id, req.message_id)
-        assert stored is not None
-        return stored, True
+        return Accepted(req.message_id, "queued", created=True)
 
     result = await attempt()
     if result is None:

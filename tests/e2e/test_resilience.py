@@ -107,6 +107,11 @@ def test_broker_outage_readiness_and_reconnect_deliver_what_was_accepted_meanwhi
     try:
         for svc in herald.services.values():
             wait_for(lambda s=svc: s.readyz() == 503, 30, f"{svc.name} /readyz 503", svc)
+        # a process that starts while the broker is away must come up and connect by itself
+        pipeline = herald.services["pipeline"]
+        pipeline.terminate()
+        pipeline.start()
+        wait_for(lambda: pipeline.readyz() == 503, 30, "the restarted pipeline to answer 503", pipeline)
         accepted = []
         for i in range(10):
             response = sender.post("/v1/messages", json={"to": PHONE, "text": f"during outage {i}"})
