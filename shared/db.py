@@ -79,7 +79,7 @@ class UnitOfWork:
 
         async with runtime.uow() as uow:
             await repo.insert(uow.conn, ...)
-            uow.publish(event)
+            uow.add_event(event)
             await uow.commit()
 
     Leaving the block without ``commit`` rolls back (an exception, or an early return).
@@ -113,7 +113,7 @@ class UnitOfWork:
             if self._conn is not None:
                 await self._conn.close()
 
-    def publish(self, event: CloudEvent[Any], *, priority: int | None = None) -> None:
+    def add_event(self, event: CloudEvent[Any], *, priority: int | None = None) -> None:
         """Queue ``event`` to be written to the outbox at commit."""
         self._pending.append(
             {

@@ -33,7 +33,7 @@ async def accept_event(runtime: ServiceRuntime, tenant_id: uuid.UUID, event: Clo
             ACCEPTED.labels(event.type, "duplicate").inc()
             return False
         priority = getattr(event.data, "priority", None)
-        uow.publish(event, priority=priority)
+        uow.add_event(event, priority=priority)
         await uow.commit()
     ACCEPTED.labels(event.type, "accepted").inc()
     return True

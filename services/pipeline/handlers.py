@@ -33,7 +33,7 @@ async def notify_order_status(runtime: ServiceRuntime, event: CloudEvent[OrderSt
                 origin="pipeline",
                 correlation_id=f"order:{event.data.order_id}",
             )
-            uow.publish(
+            uow.add_event(
                 new_event(
                     request, tenant_id=event.tenantid, source=SOURCE, subject=f"order/{event.data.order_id}"
                 ),

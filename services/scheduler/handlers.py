@@ -106,7 +106,7 @@ async def fire_due(sched: Scheduler, now: datetime | None = None) -> int:
                 origin="scheduler",
                 correlation_id=str(row.id),
             )
-            uow.publish(
+            uow.add_event(
                 new_event(request, tenant_id=row.tenant_id, source=SOURCE, subject=str(row.id)),
                 priority=row.priority,
             )

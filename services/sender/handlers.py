@@ -105,7 +105,7 @@ def _new_row(sender: Sender, tenant_id: uuid.UUID, req: MessageRequested, now: d
 
 async def _record_queued(uow: UnitOfWork, tenant_id: uuid.UUID, row: dict[str, Any], now: datetime) -> None:
     await repo.add_history(uow.conn, row["id"], "queued", None, now)
-    uow.publish(_status_event(tenant_id, row, "queued", None, now))
+    uow.add_event(_status_event(tenant_id, row, "queued", None, now))
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ async def request_message(sender: Sender, tenant_id: uuid.UUID, req: MessageRequ
             if not inserted:
                 return None  # a concurrent request with the same key won: read it back
             await _record_queued(uow, tenant_id, row, now)
-            uow.publish(
+            uow.add_event(
                 new_event(req, tenant_id=tenant_id, source=SOURCE, subject=str(req.message_id)),
                 priority=req.priority,
             )
@@ -199,7 +199,7 @@ async def deliver(sender: Sender, message_id: uuid.UUID) -> None:
                 )
                 if decision is Claim.SEND:
                     await repo.add_history(uow.conn, message_id, "sending", None, now)
-                    uow.publish(
+                    uow.add_event(
                         _status_event(
                             msg.tenant_id,
                             {**msg._mapping, "provider": sender.provider.name},
@@ -264,7 +264,7 @@ async def _finish(
                 sending_started_at=None,
             )
             await repo.add_history(uow.conn, msg.id, status, reason, now)
-            uow.publish(
+            uow.add_event(
                 _status_event(
                     msg.tenant_id,
                     {**current._mapping, "provider": sender.provider.name},
@@ -298,7 +298,7 @@ async def _requeue(sender: Sender, msg: Row[Any], reason: str) -> None:
                 updated_at=now,
             )
             await repo.add_history(uow.conn, msg.id, "queued", reason, now)
-            uow.publish(_status_event(msg.tenant_id, current, "queued", "sending", now, reason))
+            uow.add_event(_status_event(msg.tenant_id, current, "queued", "sending", now, reason))
             await uow.commit()
 
     await sender.runtime.with_db("requeue", write)

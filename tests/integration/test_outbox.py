@@ -79,7 +79,7 @@ async def drain(
 async def test_committed_events_are_published_persistent_and_marked(engine, broker, probe_queue):
     event = order_event("committed")
     async with uow(engine) as work:
-        work.publish(event)
+        work.add_event(event)
         await work.commit()
     relay = OutboxRelay(service="test", engine=engine, outbox=outbox, broker=broker)
     assert await relay.relay_once() >= 1
@@ -99,7 +99,7 @@ async def test_committed_events_are_published_persistent_and_marked(engine, brok
 async def test_rolled_back_work_publishes_nothing(engine, broker, probe_queue):
     event = order_event("rolled-back")
     async with uow(engine) as work:
-        work.publish(event)
+        work.add_event(event)
         # leaving without commit: an exception or an early return
     relay = OutboxRelay(service="test", engine=engine, outbox=outbox, broker=broker)
     await relay.relay_once()
@@ -113,7 +113,7 @@ async def test_rolled_back_work_publishes_nothing(engine, broker, probe_queue):
 async def test_rows_stay_unpublished_while_the_broker_cannot_confirm(engine, infra):
     event = order_event("no-broker")
     async with uow(engine) as work:
-        work.publish(event)
+        work.add_event(event)
         await work.commit()
     closed = RabbitBroker(infra.amqp_url)  # never connected: publishing cannot be confirmed
     relay = OutboxRelay(service="test", engine=engine, outbox=outbox, broker=closed, publish_timeout=1)
@@ -135,7 +135,7 @@ async def test_relay_wakes_on_commit_without_waiting_for_its_poll(engine, broker
         event = order_event("woken")
         started = asyncio.get_running_loop().time()
         async with uow(engine) as work:
-            work.publish(event)
+            work.add_event(event)
             await work.commit()
         got = [m for m in await drain(probe_queue, 1, within=5) if m.message_id == event.id]
         assert got, "relay did not publish after the commit notified it"
@@ -158,7 +158,7 @@ async def test_an_event_nobody_consumes_is_kept_in_herald_unrouted(engine, broke
             source="/tests",
         )
         async with uow(engine) as work:
-            work.publish(event)
+            work.add_event(event)
             await work.commit()
         relay = OutboxRelay(service="test", engine=engine, outbox=outbox, broker=broker)
         await relay.relay_once()  # must not raise: the alternate exchange takes it
