@@ -63,20 +63,26 @@ async def publish_requests(amqp_url: str, tenant_id: str, count: int) -> list[st
     return ids
 
 
-def test_sigkill_of_the_sender_mid_stream_loses_nothing_and_sends_nothing_twice(herald: Herald):
-    tenant = json.loads(herald_cli(herald.env, "tenant", "create", f"kill-{uuid.uuid4().hex[:6]}", "--json"))
+def stream_through_sender(herald: Herald, label: str, total: int) -> tuple[dict, httpx.Client, list[str]]:
+    """A new tenant asks for ``total`` messages on the broker; returns once the sender is mid-stream."""
+    tenant = json.loads(
+        herald_cli(herald.env, "tenant", "create", f"{label}-{uuid.uuid4().hex[:6]}", "--json")
+    )
     client = herald.client("sender", tenant["api_key"])
-    sender = herald.services["sender"]
-    total = 400
-
     ids = asyncio.run(publish_requests(herald.infra.amqp_url, tenant["tenant_id"], total))
     wait_for(
         lambda: sum(sandbox_counts(client).values()) >= 20,
         30,
         "the sender to start delivering",
-        sender,
+        herald.services["sender"],
         interval=0.01,
     )
+    return tenant, client, ids
+
+
+def test_sigkill_of_the_sender_mid_stream_loses_nothing_and_sends_nothing_twice(herald: Herald):
+    _, client, ids = stream_through_sender(herald, "kill", total := 400)
+    sender = herald.services["sender"]
     sender.kill()
     sender.start()
     sender.wait_ready()
@@ -176,18 +182,8 @@ async def count_by_status(database_url: str, tenant_id: str) -> Counter[str]:
 
 
 def test_sigterm_drains_in_flight_messages_before_the_sender_exits(herald: Herald):
-    tenant = json.loads(herald_cli(herald.env, "tenant", "create", f"drain-{uuid.uuid4().hex[:6]}", "--json"))
-    client = herald.client("sender", tenant["api_key"])
+    tenant, client, ids = stream_through_sender(herald, "drain", total := 400)
     sender = herald.services["sender"]
-    total = 400
-    ids = asyncio.run(publish_requests(herald.infra.amqp_url, tenant["tenant_id"], total))
-    wait_for(
-        lambda: sum(sandbox_counts(client).values()) >= 20,
-        30,
-        "the sender to start delivering",
-        sender,
-        interval=0.01,
-    )
 
     # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is "terminated by
     # SIGTERM" (143 in a shell); what matters is that the drain completed before it
