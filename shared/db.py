@@ -32,7 +32,9 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str = "her
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip on every checkout. A connection the server dropped
+        # fails its next statement, is invalidated by SQLAlchemy, and the caller's retry (HTTP 503
+        # with Retry-After, or retry_transient in consumers and loops) gets a fresh one.
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": application_name}, "timeout": 5},
     )

@@ -55,7 +55,11 @@ class HeraldSettings(BaseSettings):
     graceful_timeout_seconds: float = Field(
         default=20.0, gt=0, description="Time given to in-flight messages on SIGTERM before exit."
     )
-    prefetch_count: int = Field(default=32, ge=1, description="Unacked messages per consumer.")
+    prefetch_count: int = Field(
+        default=16, ge=1,
+        description="Unacked messages per consumer: enough to hide database latency; more only "
+        "competes for the event loop with the outbox relay and the HTTP handlers.",
+    )
     db_pool_size: int = Field(default=10, ge=1)
     outbox_batch_size: int = Field(default=200, ge=1)
     outbox_poll_seconds: float = Field(
