@@ -10,7 +10,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -195,7 +194,3 @@ async def retry_transient(
             log.warning("database unavailable, retrying", what=what, error=str(exc)[:200], delay=delay)
             await asyncio.sleep(delay)
             delay = min(max_delay, delay * 2)
-
-
-def new_id() -> uuid.UUID:
-    return uuid.uuid4()

@@ -56,7 +56,8 @@ class HeraldSettings(BaseSettings):
         default=20.0, gt=0, description="Time given to in-flight messages on SIGTERM before exit."
     )
     prefetch_count: int = Field(
-        default=16, ge=1,
+        default=16,
+        ge=1,
         description="Unacked messages per consumer: enough to hide database latency; more only "
         "competes for the event loop with the outbox relay and the HTTP handlers.",
     )
@@ -99,8 +100,3 @@ class HeraldSettings(BaseSettings):
             sources.append(EnvSettingsSource(settings_cls, env_prefix=cls.common_prefix))
         sources += [dotenv_settings, file_secret_settings]
         return tuple(sources)
-
-    @property
-    def sync_database_url(self) -> str:
-        """The same database through psycopg-free asyncpg is all Herald uses; kept for Alembic."""
-        return self.database_url

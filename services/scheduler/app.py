@@ -12,6 +12,7 @@ from sqlalchemy.engine import Row
 
 from services.scheduler import handlers
 from services.scheduler import repository as repo
+from services.scheduler.domain import ScheduleError
 from services.scheduler.models import SCHEMA, metadata
 from services.scheduler.settings import SchedulerSettings
 from shared.api import ERROR_RESPONSES, ApiError, RequestModel
@@ -89,7 +90,7 @@ def build(settings: SchedulerSettings | None = None) -> tuple[ServiceRuntime, An
             row = await handlers.create(
                 sched, tenant.id, to=body.to, text=body.text, priority=body.priority, send_at=body.send_at
             )
-        except handlers.ScheduleError as exc:
+        except ScheduleError as exc:
             raise ApiError(
                 422, "invalid_request", f"send_at: {exc}", [{"field": "send_at", "problem": str(exc)}]
             ) from exc

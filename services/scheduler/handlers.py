@@ -11,9 +11,8 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Row
 
 from services.scheduler import repository as repo
-from services.scheduler.domain import ScheduleError, can_cancel, check_send_at
+from services.scheduler.domain import can_cancel, check_send_at
 from shared.crypto import lookup_hash
-from shared.db import notify_channel
 from shared.events import MessageRequested, new_event, utcnow
 from shared.logging import get_logger
 from shared.notify import Wakeup
@@ -141,15 +140,3 @@ async def run_claim_loop(sched: Scheduler) -> None:
                 await wakeup.wait(1.0)
     finally:
         await wakeup.close()
-
-
-__all__ = [
-    "NotCancellable",
-    "ScheduleError",
-    "Scheduler",
-    "cancel",
-    "create",
-    "fire_due",
-    "notify_channel",
-    "run_claim_loop",
-]

@@ -310,7 +310,6 @@ async def reconcile_orphans(sender: Sender) -> int:
     cutoff = utcnow() - sender.lease
     async with sender.runtime.engine.connect() as conn:
         rows = await repo.orphaned_sending(conn, cutoff, 100)
-        await conn.rollback()
     for row in rows:
         await deliver(sender, row.id)
     return len(rows)

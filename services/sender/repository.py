@@ -89,7 +89,10 @@ async def list_messages(
 
 
 async def orphaned_sending(conn: AsyncConnection, cutoff: datetime, limit: int) -> list[Row[Any]]:
-    """Messages stuck in ``sending`` since before ``cutoff``, locked for this transaction."""
+    """Messages stuck in ``sending`` since before ``cutoff``.
+
+    Not locked: two replicas may both list an orphan, and ``handlers.deliver`` settles it under the
+    row lock (the first renews the lease, the second then sees the message in flight)."""
     return list(
         (
             await conn.execute(
@@ -97,7 +100,6 @@ async def orphaned_sending(conn: AsyncConnection, cutoff: datetime, limit: int) 
                 .where(messages.c.status == "sending", messages.c.sending_started_at < cutoff)
                 .order_by(messages.c.sending_started_at)
                 .limit(limit)
-                .with_for_update(skip_locked=True)
             )
         ).all()
     )
