@@ -189,6 +189,18 @@ def test_a_tenant_sees_only_its_own_messages(herald: Herald, key: str):
     assert mine not in [m["id"] for m in other.get("/v1/messages").json()["items"]]
     assert other.get("/v1/sandbox/messages", params={"message_id": mine}).json()["items"] == []
 
+    send_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    scheduled = herald.client("scheduler", key).post(
+        "/v1/scheduled-messages", json={"to": PHONE, "text": "mine later", "send_at": send_at}
+    )
+    schedule_id = scheduled.json()["id"]
+    other_scheduler = herald.client("scheduler", other_key)
+    assert other_scheduler.get(f"/v1/scheduled-messages/{schedule_id}").status_code == 404
+    assert other_scheduler.delete(f"/v1/scheduled-messages/{schedule_id}").status_code == 404
+    assert schedule_id not in [m["id"] for m in other_scheduler.get("/v1/scheduled-messages").json()["items"]]
+    mine_now = herald.client("scheduler", key).get(f"/v1/scheduled-messages/{schedule_id}").json()
+    assert mine_now["status"] == "pending", "another tenant's DELETE must not cancel it"
+
 
 @pytest.mark.parametrize(
     "service, method, path",
