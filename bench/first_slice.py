@@ -42,10 +42,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
+from devtools.database import asyncpg_dsn, create_migrated_database, drop_database
 from devtools.infra import resolve_infra
-from devtools.processes import SERVICES, ServiceProcess, free_port, herald_cli
+from devtools.processes import SERVICES, ServiceProcess, free_port, herald_cli, herald_env
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ORDER_STATUSES = ("payment_confirmed", "preparing", "ready_for_pickup")
@@ -1021,48 +1021,6 @@ async def measure(ctx: Context) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def asyncpg_dsn(url: str, database: str | None = None) -> str:
-    u = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        u = u.set(database=database)
-    return u.render_as_string(hide_password=False)
-
-
-async def create_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(server_url, "postgres"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(server_url, "postgres"))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-def service_env(database_url: str, amqp_url: str, log_level: str) -> dict[str, str]:
-    from shared.crypto import SecretBox
-
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HERALD_", "SENDER_", "SCHEDULER_", "PIPELINE_", "INGEST_"))
-    }
-    env.update(
-        HERALD_ENVIRONMENT="test",
-        HERALD_DATABASE_URL=database_url,
-        HERALD_AMQP_URL=amqp_url,
-        HERALD_ENCRYPTION_KEYS=SecretBox.generate_key(),
-        HERALD_SECRET_KEY=uuid.uuid4().hex,
-        HERALD_LOG_LEVEL=log_level,
-    )
-    return env
-
-
 def stop_services(services: dict[str, ServiceProcess], timeout: float = 30.0) -> None:
     """SIGTERM to all at once (each drains), then wait; SIGKILL whatever outlives ``timeout``."""
     running = [s for s in services.values() if s.proc is not None and s.proc.poll() is None]
@@ -1153,7 +1111,7 @@ def herald_stack(
     state_dir, logs = root / "infra", root / "logs"
     services: dict[str, ServiceProcess] = {}
     handle = None
-    db_name = f"herald_bench_{uuid.uuid4().hex[:8]}"
+    db_name: str | None = None
     server_url: str | None = None
     try:
         say(f"infra: resolving RabbitMQ + PostgreSQL under {state_dir}")
@@ -1161,13 +1119,9 @@ def herald_stack(
         urls, handle = resolve_infra(state_dir, durable=durable)
         server_url = urls.database_url
         infra_s = time.monotonic() - t
-        say(f"infra: {urls.kind} ready in {infra_s:.1f} s; database {db_name}")
-        asyncio.run(create_database(urls.database_url, db_name))
-        db_url = make_url(urls.database_url).set(database=db_name).render_as_string(hide_password=False)
-        from shared.migrate import upgrade_all
-
-        upgrade_all(db_url)  # runs asyncio.run itself: outside any loop
-        env = {**service_env(db_url, urls.amqp_url, log_level), **(extra_env or {})}
+        db_name, db_url = create_migrated_database(urls.database_url, "herald_bench")
+        say(f"infra: {urls.kind} ready in {infra_s:.1f} s; database {db_name} (migrated)")
+        env = herald_env(db_url, urls.amqp_url, HERALD_LOG_LEVEL=log_level, **(extra_env or {}))
         services = {name: ServiceProcess(name, free_port(), env, logs / f"{name}.log") for name in SERVICES}
         say("services: starting " + ", ".join(f"{n} :{s.port}" for n, s in services.items()))
         for svc in services.values():
@@ -1196,9 +1150,9 @@ def herald_stack(
         try:
             say("tear-down: stopping services")
             stop_services(services)
-            if server_url is not None:
+            if server_url is not None and db_name is not None:
                 try:
-                    asyncio.run(drop_database(server_url, db_name))
+                    drop_database(server_url, db_name)
                 except Exception as exc:
                     say(f"could not drop {db_name}: {exc!r}")
         finally:

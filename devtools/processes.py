@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,26 @@ class ServiceProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def herald_env(database_url: str, amqp_url: str, **extra: str) -> dict[str, str]:
+    """Environment for Herald processes on this infrastructure: this process's environment less
+    any Herald settings, ``test`` (not development, so real secrets are required, as in
+    production) with freshly generated secrets, plus ``extra``."""
+    from shared.crypto import SecretBox
+
+    prefixes = ("HERALD_", *(f"{name.upper()}_" for name in SERVICES))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(
+        HERALD_ENVIRONMENT="test",
+        HERALD_DATABASE_URL=database_url,
+        HERALD_AMQP_URL=amqp_url,
+        HERALD_ENCRYPTION_KEYS=SecretBox.generate_key(),
+        HERALD_SECRET_KEY=uuid.uuid4().hex,
+        HERALD_LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
 
 
 def herald_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:

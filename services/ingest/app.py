@@ -13,16 +13,7 @@ from services.ingest.domain import EventRejected, validate_inbound_event
 from services.ingest.models import SCHEMA, metadata
 from services.ingest.settings import IngestSettings
 from shared.api import ERROR_RESPONSES, ApiError
-from shared.events import (
-    PUBLIC_INPUT_TYPES,
-    ContactOptedIn,
-    ContactOptedOut,
-    EventCancelled,
-    EventChanged,
-    EventPublished,
-    MessageRequested,
-    OrderStatusChanged,
-)
+from shared.events import CATALOGUE, PUBLIC_INPUT_TYPES
 from shared.service import ServiceRuntime
 from shared.tenancy import Tenant
 
@@ -96,14 +87,7 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
             ).model_dump(),
         )
 
-    runtime.declare_publishes(
-        OrderStatusChanged,
-        EventPublished,
-        EventChanged,
-        EventCancelled,
-        MessageRequested,
-        ContactOptedOut,
-        ContactOptedIn,
-    )
+    # what ingest publishes today is exactly what other systems may post
+    runtime.declare_publishes(*(CATALOGUE[t] for t in sorted(PUBLIC_INPUT_TYPES)))
     app = runtime.create_app([api])
     return runtime, app
