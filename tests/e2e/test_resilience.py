@@ -63,6 +63,20 @@ async def publish_requests(amqp_url: str, tenant_id: str, count: int) -> list[st
     return ids
 
 
+def assert_each_sent_once(client: httpx.Client, ids: list[str], sender, timeout: float) -> None:
+    """Wait until all ``ids`` are sent, then check the sandbox got each exactly once."""
+    wait_for(
+        lambda: statuses(client)["sent"] == len(ids),
+        timeout,
+        f"all {len(ids)} messages to be sent",
+        sender,
+        interval=0.2,
+    )
+    counts = sandbox_counts(client)
+    assert set(counts) == set(ids), "a message was lost"
+    assert [m for m, n in counts.items() if n > 1] == [], "a message was sent twice"
+
+
 def stream_through_sender(herald: Herald, label: str, total: int) -> tuple[dict, httpx.Client, list[str]]:
     """A new tenant asks for ``total`` messages on the broker; returns once the sender is mid-stream."""
     tenant = json.loads(
@@ -90,16 +104,8 @@ def test_sigkill_of_the_sender_mid_stream_loses_nothing_and_sends_nothing_twice(
     assert before["sent"] < total, f"the kill came too late to interrupt anything: {before}"
 
     # messages left in 'sending' by the kill are reconciled after the lease (3 s in this test)
-    wait_for(
-        lambda: statuses(client)["sent"] == total,
-        90,
-        f"all {total} messages to be sent",
-        sender,
-        interval=0.2,
-    )
-    counts = sandbox_counts(client)
-    assert set(counts) == set(ids), "a message was lost"
-    assert [m for m, n in counts.items() if n > 1] == [], "a message was sent twice"
+    # messages left in "sending" by the kill are reconciled after the lease (3 s in this test)
+    assert_each_sent_once(client, ids, sender, timeout=90)
 
 
 def test_broker_outage_readiness_and_reconnect_deliver_what_was_accepted_meanwhile(herald: Herald):
@@ -195,15 +201,7 @@ def test_sigterm_drains_in_flight_messages_before_the_sender_exits(herald: Heral
 
     sender.start()
     sender.wait_ready()
-    wait_for(
-        lambda: statuses(client)["sent"] == total,
-        60,
-        f"all {total} messages to be sent",
-        sender,
-        interval=0.2,
-    )
-    counts = sandbox_counts(client)
-    assert set(counts) == set(ids) and max(counts.values()) == 1
+    assert_each_sent_once(client, ids, sender, timeout=60)
 
 
 def test_a_poison_message_goes_to_the_dead_letter_queue_and_blocks_nothing(herald: Herald):
@@ -223,7 +221,12 @@ def test_a_poison_message_goes_to_the_dead_letter_queue_and_blocks_nothing(heral
                 json.dumps({"specversion": "1.0", "id": marker, "type": "message.requested.v1"}).encode(),
             ):
                 await exchange.publish(
-                    aio_pika.Message(body, content_type="application/json", priority=5),
+                    aio_pika.Message(
+                        body,
+                        content_type="application/json",
+                        priority=5,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
                     routing_key="message.requested.v1",
                 )
             await publish_requests(herald.infra.amqp_url, tenant["tenant_id"], 1)
