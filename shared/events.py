@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.phone import E164
 
@@ -35,23 +43,157 @@ class EventData(BaseModel):
         return f"{cls.event_type}.v{cls.version}"
 
 
+# --- what a message says: one model per kind, shared by the sender, scheduler and pipeline ----
+# Limits are WhatsApp's (Meta Cloud API reference): a request that breaks one is refused at the
+# door with the field that is wrong, instead of failing later at the provider.
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TextContent(_Part):
+    kind: Literal["text"] = "text"
+    body: str = Field(min_length=1, max_length=4096)
+    preview_url: bool = False
+
+
+class MediaContent(_Part):
+    """Media by link (the provider fetches it). ``filename`` is shown for documents."""
+
+    kind: Literal["image", "document", "audio", "video"]
+    link: str = Field(min_length=8, max_length=2048, pattern=r"^https?://")
+    caption: str | None = Field(default=None, max_length=1024)
+    filename: str | None = Field(default=None, max_length=240)
+    mime_type: str | None = Field(default=None, max_length=100)
+
+
+class TemplateHeader(_Part):
+    type: Literal["text", "image", "document", "video"]
+    text: str | None = Field(default=None, max_length=60)
+    link: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _one_value(self) -> TemplateHeader:
+        if self.type == "text" and not self.text:
+            raise ValueError("a text header needs 'text'")
+        if self.type != "text" and not self.link:
+            raise ValueError(f"an {self.type} header needs 'link'")
+        return self
+
+
+class TemplateButton(_Part):
+    """A parameter for one of the template's buttons: a quick-reply payload or a URL suffix."""
+
+    index: int = Field(ge=0, le=9)
+    sub_type: Literal["quick_reply", "url"] = "quick_reply"
+    parameter: str = Field(min_length=1, max_length=2000)
+
+
+class TemplateContent(_Part):
+    kind: Literal["template"] = "template"
+    name: str = Field(min_length=1, max_length=512, pattern=r"^[a-z0-9_]+$")
+    language: str = Field(min_length=2, max_length=15, examples=["en_US", "pt_BR"])
+    header: TemplateHeader | None = None
+    body_params: list[str] = Field(default_factory=list, max_length=100)
+    buttons: list[TemplateButton] = Field(default_factory=list, max_length=10)
+
+
+class ReplyButton(_Part):
+    id: str = Field(min_length=1, max_length=256)
+    title: str = Field(min_length=1, max_length=20)
+
+
+class ButtonsContent(_Part):
+    """Interactive quick replies: 1–3 buttons."""
+
+    kind: Literal["buttons"] = "buttons"
+    body: str = Field(min_length=1, max_length=1024)
+    header: str | None = Field(default=None, max_length=60)
+    footer: str | None = Field(default=None, max_length=60)
+    buttons: list[ReplyButton] = Field(min_length=1, max_length=3)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ButtonsContent:
+        ids = [b.id for b in self.buttons]
+        if len(set(ids)) != len(ids):
+            raise ValueError("button ids must be unique")
+        return self
+
+
+class ListRow(_Part):
+    id: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=24)
+    description: str | None = Field(default=None, max_length=72)
+
+
+class ListSection(_Part):
+    title: str | None = Field(default=None, max_length=24)
+    rows: list[ListRow] = Field(min_length=1, max_length=10)
+
+
+class ListContent(_Part):
+    """Interactive list: up to 10 rows in all, across up to 10 sections."""
+
+    kind: Literal["list"] = "list"
+    body: str = Field(min_length=1, max_length=4096)
+    button: str = Field(min_length=1, max_length=20, description="The label that opens the list.")
+    header: str | None = Field(default=None, max_length=60)
+    footer: str | None = Field(default=None, max_length=60)
+    sections: list[ListSection] = Field(min_length=1, max_length=10)
+
+    @model_validator(mode="after")
+    def _row_limits(self) -> ListContent:
+        ids = [r.id for s in self.sections for r in s.rows]
+        if len(ids) > 10:
+            raise ValueError(f"a list has at most 10 rows in all, got {len(ids)}")
+        if len(set(ids)) != len(ids):
+            raise ValueError("row ids must be unique")
+        if len(self.sections) > 1 and any(not s.title for s in self.sections):
+            raise ValueError("every section needs a title when there is more than one")
+        return self
+
+
+MessageContent = Annotated[
+    TextContent | MediaContent | TemplateContent | ButtonsContent | ListContent,
+    Field(discriminator="kind"),
+]
+
+
 # --- requests and facts about outbound messages -------------------------------------------
 
 MessageStatusName = Literal["queued", "sending", "sent", "delivered", "read", "failed"]
 
 
 class MessageRequested(EventData):
-    """A request to send one WhatsApp message (imperative: the sender decides what happens)."""
+    """A request to send one WhatsApp message (imperative: the sender decides what happens).
+
+    ``text`` is shorthand for ``content={"kind": "text", "body": ...}``; give one or the other.
+    ``fallback_template`` is sent instead of free-form content when the recipient's 24-hour
+    customer-service window is closed.
+    """
 
     event_type: ClassVar[str] = "message.requested"
     message_id: uuid.UUID = Field(description="Idempotency key of the send: one id, one message.")
     to: E164
-    text: str = Field(min_length=1, max_length=4096)
+    text: str | None = Field(default=None, min_length=1, max_length=4096)
+    content: MessageContent | None = None
+    fallback_template: TemplateContent | None = None
     priority: int = Field(default=5, ge=1, le=10)
     channel_id: uuid.UUID | None = None
     idempotency_key: str | None = Field(default=None, max_length=200)
     origin: str = Field(default="api", description="Who asked: api, scheduler, pipeline, …")
     correlation_id: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _text_or_content(self) -> MessageRequested:
+        if (self.text is None) == (self.content is None):
+            raise ValueError("give exactly one of 'text' or 'content'")
+        return self
+
+    @property
+    def resolved_content(self) -> TextContent | MediaContent | TemplateContent | ButtonsContent | ListContent:
+        return self.content if self.content is not None else TextContent(body=self.text or "")
 
 
 class MessageStatusChanged(EventData):
@@ -61,8 +203,11 @@ class MessageStatusChanged(EventData):
     previous_status: MessageStatusName | None = None
     at: AwareDatetime
     reason: str | None = None
+    error_code: str | None = Field(default=None, description="The provider's error code, when it gave one.")
+    dead_letter: bool = Field(default=False, description="Failed after its last attempt; replayable.")
     provider: str | None = None
     provider_message_id: str | None = None
+    channel_id: uuid.UUID | None = None
     correlation_id: str | None = None
 
 
@@ -89,11 +234,24 @@ class InboundReceived(EventData):
         "contacts",
         "reaction",
         "unsupported",
-    ]
+    ] = Field(description="'button': a template quick-reply tap; 'interactive': a reply button or list row.")
     text: str | None = None
     payload: str | None = Field(default=None, description="Button/list reply id or payload.")
-    media: dict[str, Any] | None = None
+    title: str | None = Field(default=None, description="The tapped button's or list row's title.")
+    media: dict[str, Any] | None = Field(
+        default=None, description="kind, provider media id or url, mime_type, and once stored: blob key"
+    )
+    location: dict[str, Any] | None = None
+    contacts: list[dict[str, Any]] | None = None
+    reaction: dict[str, Any] | None = Field(default=None, description="emoji and the message_id reacted to")
+    transcript: str | None = Field(
+        default=None, description="Voice note transcript, when transcription is on."
+    )
     reply_to: str | None = None
+    profile_name: str | None = None
+    user_id: str | None = Field(
+        default=None, description="The tenant's user id mapped to this phone, if any."
+    )
     received_at: AwareDatetime
 
 
@@ -102,6 +260,7 @@ class DeliveryStatus(EventData):
     provider: str
     provider_message_id: str
     status: Literal["sent", "delivered", "read", "played", "failed"]
+    channel_id: uuid.UUID | None = None
     recipient: E164 | None = None
     error_code: str | None = None
     error_message: str | None = None
@@ -111,6 +270,7 @@ class DeliveryStatus(EventData):
 class ContactOptedOut(EventData):
     event_type: ClassVar[str] = "contact.opted_out"
     phone: E164
+    channel_id: uuid.UUID | None = None
     reason: str | None = Field(default=None, description="Keyword, API, or provider error.")
     at: AwareDatetime
 
@@ -118,6 +278,7 @@ class ContactOptedOut(EventData):
 class ContactOptedIn(EventData):
     event_type: ClassVar[str] = "contact.opted_in"
     phone: E164
+    channel_id: uuid.UUID | None = None
     reason: str | None = None
     at: AwareDatetime
 
@@ -294,6 +455,7 @@ __all__ = [
     "CATALOGUE",
     "PUBLIC_INPUT_TYPES",
     "Attendee",
+    "ButtonsContent",
     "CloudEvent",
     "ContactOptedIn",
     "ContactOptedOut",
@@ -304,11 +466,21 @@ __all__ = [
     "EventData",
     "EventPublished",
     "InboundReceived",
+    "ListContent",
+    "ListRow",
+    "ListSection",
+    "MediaContent",
+    "MessageContent",
     "MessageRequested",
     "MessageStatusChanged",
     "OrderStatusChanged",
     "PacingDue",
+    "ReplyButton",
+    "TemplateButton",
+    "TemplateContent",
+    "TemplateHeader",
     "TemplateStatusChanged",
+    "TextContent",
     "UnknownEventType",
     "ValidationError",
     "canonical_type",

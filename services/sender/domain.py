@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -51,13 +50,3 @@ def request_fingerprint(to: str, text: str, priority: int) -> str:
     """What an idempotency key promises: the same key with a different request is a mistake."""
     canonical = json.dumps({"to": to, "text": text, "priority": priority}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class OutboundMessage:
-    """What a provider needs to deliver one message."""
-
-    message_id: str
-    tenant_id: str
-    to: str
-    text: str

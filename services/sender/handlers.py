@@ -13,11 +13,11 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from services.sender import repository as repo
-from services.sender.domain import Claim, OutboundMessage, can_move, claim, request_fingerprint
-from services.sender.providers.base import LookupUnsupported, Provider, ProviderError
+from services.sender.domain import Claim, can_move, claim, request_fingerprint
+from services.sender.providers.base import ChannelConfig, LookupUnsupported, Outbound, Provider, ProviderError
 from shared.crypto import lookup_hash
 from shared.db import UnitOfWork
-from shared.events import CloudEvent, MessageRequested, MessageStatusChanged, new_event, utcnow
+from shared.events import CloudEvent, MessageRequested, MessageStatusChanged, TextContent, new_event, utcnow
 from shared.logging import get_logger
 from shared.service import ServiceRuntime
 
@@ -215,11 +215,14 @@ async def deliver(sender: Sender, message_id: uuid.UUID) -> None:
     if msg is None or decision in (Claim.DONE, Claim.IN_FLIGHT):
         return
     to = runtime.secrets.decrypt(msg.recipient_enc)
-    outbound = OutboundMessage(message_id=str(msg.id), tenant_id=str(msg.tenant_id), to=to, text=msg.text)
+    outbound = Outbound(message_id=msg.id, tenant_id=msg.tenant_id, to=to, content=TextContent(body=msg.text))
+    channel = ChannelConfig(
+        id=msg.tenant_id, tenant_id=msg.tenant_id, provider="sandbox", base_url="sandbox:"
+    )
 
     if decision is Claim.RECONCILE:
         try:
-            found = await sender.provider.lookup(str(msg.id))
+            found = await sender.provider.lookup(channel, outbound)
         except LookupUnsupported:
             found = None
             RECONCILED.labels("resent_unverifiable").inc()
@@ -233,7 +236,7 @@ async def deliver(sender: Sender, message_id: uuid.UUID) -> None:
 
     REQUEST_TO_PROVIDER.observe(max(0.0, (utcnow() - msg.created_at).total_seconds()))
     try:
-        result = await sender.provider.send(outbound)
+        result = await sender.provider.send(channel, outbound)
     except ProviderError as exc:
         SENT.labels(sender.provider.name, "failed" if not exc.retryable else "retry", exc.code or "").inc()
         if exc.retryable:

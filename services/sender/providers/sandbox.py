@@ -13,9 +13,8 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.sender.domain import OutboundMessage
 from services.sender.models import sandbox_messages
-from services.sender.providers.base import SendResult
+from services.sender.providers.base import ChannelConfig, Outbound, SendResult
 from shared.crypto import SecretBox
 
 
@@ -26,26 +25,26 @@ class SandboxProvider:
         self._engine = engine
         self._secrets = secrets
 
-    async def send(self, message: OutboundMessage) -> SendResult:
+    async def send(self, channel: ChannelConfig, message: Outbound) -> SendResult:
         provider_message_id = f"sandbox.{uuid.uuid4().hex}"
         async with self._engine.begin() as conn:
             await conn.execute(
                 sa.insert(sandbox_messages).values(
-                    tenant_id=uuid.UUID(message.tenant_id),
-                    message_id=uuid.UUID(message.message_id),
+                    tenant_id=message.tenant_id,
+                    message_id=message.message_id,
                     provider_message_id=provider_message_id,
                     recipient_enc=self._secrets.encrypt(message.to),
-                    text=message.text,
+                    text=getattr(message.content, "body", None) or message.content.model_dump_json(),
                 )
             )
         return SendResult(provider_message_id=provider_message_id)
 
-    async def lookup(self, message_id: str) -> str | None:
+    async def lookup(self, channel: ChannelConfig, message: Outbound) -> str | None:
         async with self._engine.connect() as conn:
             return (
                 await conn.execute(
                     sa.select(sandbox_messages.c.provider_message_id)
-                    .where(sandbox_messages.c.message_id == uuid.UUID(message_id))
+                    .where(sandbox_messages.c.message_id == message.message_id)
                     .order_by(sandbox_messages.c.id)
                     .limit(1)
                 )
