@@ -39,7 +39,12 @@ def test_every_service_is_ready_and_documents_itself(herald: Herald):
         assert httpx.get(f"{svc.url}/livez").json() == {"status": "alive"}
         ready = httpx.get(f"{svc.url}/readyz").json()
         assert ready == {"status": "ready", "checks": {"broker": "ok", "database": "ok"}}
-        assert "herald_http_requests_total" in httpx.get(f"{svc.url}/metrics").text
+        metrics = httpx.get(f"{svc.url}/metrics").text
+        # counted per route template and status, so an operator can alert on one endpoint's errors
+        assert (
+            f'herald_http_requests_total{{method="GET",route="/readyz",service="{name}",status="200"}}'
+            in metrics
+        ), metrics[:2000]
         assert httpx.get(f"{svc.url}/openapi.json").json()["info"]["title"] == f"Herald {name}"
         spec = httpx.get(f"{svc.url}/asyncapi.json").json()
         assert spec["asyncapi"].startswith("3.") and spec["channels"], name
