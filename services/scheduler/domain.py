@@ -66,7 +66,7 @@ def can_edit(status: str) -> bool:
 
 def zone(name: str) -> ZoneInfo:
     """The IANA zone ``name``, or a ScheduleError that says what a valid name looks like."""
-    if not name or "/" not in name and name not in ("UTC", "GMT"):
+    if not name or ("/" not in name and name not in ("UTC", "GMT")):
         raise ScheduleError(f"unknown time zone {name!r}: use an IANA name such as America/Sao_Paulo")
     try:
         return _zone(name)
@@ -110,7 +110,9 @@ def to_instant(local: datetime, tz: ZoneInfo) -> datetime:
 
 # --- recurrences ----------------------------------------------------------------------------
 
-PresetName = Literal["daily", "weekly", "monthly", "weekdays", "first_weekday_of_month", "last_weekday_of_month"]
+PresetName = Literal[
+    "daily", "weekly", "monthly", "weekdays", "first_weekday_of_month", "last_weekday_of_month"
+]
 
 
 @dataclass(frozen=True)
@@ -384,8 +386,12 @@ def render_param(template: str, event: dict[str, Any], attendee: dict[str, Any])
     return rendered or "-"
 
 
-def reminder_message_id(tenant_id: uuid.UUID, event_id: str, phone: str, rule: str, due_at: datetime) -> uuid.UUID:
-    return uuid.uuid5(NAMESPACE, f"reminder:{tenant_id}:{event_id}:{phone}:{rule}:{due_at.astimezone(UTC).isoformat()}")
+def reminder_message_id(
+    tenant_id: uuid.UUID, event_id: str, phone: str, rule: str, due_at: datetime
+) -> uuid.UUID:
+    return uuid.uuid5(
+        NAMESPACE, f"reminder:{tenant_id}:{event_id}:{phone}:{rule}:{due_at.astimezone(UTC).isoformat()}"
+    )
 
 
 # --- pacing ----------------------------------------------------------------------------------
@@ -411,3 +417,20 @@ def pacing_recurrence(timezone: str, days: list[str], times: list[time], created
         for t in sorted({t.replace(second=0, microsecond=0, tzinfo=None) for t in times})
     )
     return Recurrence(timezone=timezone, start=start, rule=rule)
+
+
+# --- delivery status ----------------------------------------------------------------------------
+
+_DELIVERY_RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4}
+
+
+def delivery_moves(current: str | None, new: str) -> bool:
+    """Statuses arrive out of order (several sender replicas): keep the furthest one. ``failed``
+    is final, and does not overwrite a message the recipient already has."""
+    if current is None:
+        return True
+    if current == "failed":
+        return False
+    if new == "failed":
+        return current not in ("delivered", "read")
+    return _DELIVERY_RANK.get(new, -1) > _DELIVERY_RANK.get(current, -1)

@@ -126,9 +126,13 @@ def test_rrule_until_in_utc_is_read_as_that_instant():
 
 
 def test_rrule_leap_day_and_nth_weekday():
-    leap = build_recurrence(timezone="UTC", start=datetime(2028, 2, 29, 9), rrule="FREQ=YEARLY;BYMONTHDAY=29;BYMONTH=2")
+    leap = build_recurrence(
+        timezone="UTC", start=datetime(2028, 2, 29, 9), rrule="FREQ=YEARLY;BYMONTHDAY=29;BYMONTH=2"
+    )
     assert [d.year for d in leap.next_n(utc(2027, 1, 1), 2)] == [2028, 2032]
-    second_tuesday = build_recurrence(timezone="UTC", start=datetime(2027, 1, 1, 9), rrule="FREQ=MONTHLY;BYDAY=2TU")
+    second_tuesday = build_recurrence(
+        timezone="UTC", start=datetime(2027, 1, 1, 9), rrule="FREQ=MONTHLY;BYDAY=2TU"
+    )
     assert [d.strftime("%m-%d") for d in second_tuesday.next_n(utc(2027, 1, 1), 2)] == ["01-12", "02-09"]
 
 
@@ -201,7 +205,9 @@ def test_ambiguous_local_time_fires_once_at_its_first_instance():
 
 
 def test_hourly_rule_through_a_gap_and_a_fold_fires_each_instant_once():
-    r = build_recurrence(timezone="America/New_York", start=datetime(2027, 3, 14, 0, 0), rrule="FREQ=MINUTELY;INTERVAL=30")
+    r = build_recurrence(
+        timezone="America/New_York", start=datetime(2027, 3, 14, 0, 0), rrule="FREQ=MINUTELY;INTERVAL=30"
+    )
     got = r.next_n(utc(2027, 3, 14, 5), 6)  # 00:00 EST
     assert local(got, NY) == [
         "Sun 2027-03-14 00:30 -0500",
@@ -231,7 +237,9 @@ def test_sao_paulo_historical_dst_and_none_since_2019():
     ]
     nine = build_recurrence(timezone="America/Sao_Paulo", start=datetime(2026, 10, 30, 9), preset="daily")
     # no change any more in early November
-    assert {d.astimezone(SP).strftime("%H:%M %z") for d in nine.next_n(utc(2026, 10, 30), 10)} == {"09:00 -0300"}
+    assert {d.astimezone(SP).strftime("%H:%M %z") for d in nine.next_n(utc(2026, 10, 30), 10)} == {
+        "09:00 -0300"
+    }
 
 
 # --- grace and missed ------------------------------------------------------------------------
