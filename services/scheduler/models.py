@@ -90,6 +90,9 @@ reminders = sa.Table(
     sa.Column("delivery_status", sa.Text, nullable=True),
     sa.Column("delivery_reason", sa.Text, nullable=True),
     sa.Column("delivery_updated_at", sa.DateTime(timezone=True), nullable=True),
+    #: the CloudEvent time of the event.* that last planned or cancelled this row: an older event
+    #: arriving late (redelivery, several publishers) never undoes a newer one
+    sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("tenant_id", "event_id", "recipient_hash", "rule_name", name="uq_reminder_slot"),
     sa.Index("ix_reminders_due", "due_at", postgresql_where=sa.text("status = 'pending'")),
     sa.Index("ix_reminders_event", "tenant_id", "event_id"),

@@ -184,7 +184,7 @@ async def test_one_off_past_its_grace_is_missed_and_never_sent(system):
 
 
 async def test_count_ends_the_recurrence(system):
-    runtime, sched, client = system
+    _, sched, client = system
     start = sp_tomorrow_at(7)
     schedule = (
         await client.post(
@@ -276,8 +276,7 @@ async def test_history_follows_delivery_status(system):
         )
     ).json()
     await handlers.fire_due(sched, now=send_at)
-    tenant = (await published(runtime))[-1]
-    assert tenant["message_id"] == schedule["message_id"]
+    assert (await published(runtime))[-1]["message_id"] == schedule["message_id"]
     for status in ("sent", "delivered", "sent"):  # out of order: the furthest one stays
         await handlers.follow_status(
             sched,

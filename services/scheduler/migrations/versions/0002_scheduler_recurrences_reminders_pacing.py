@@ -83,6 +83,7 @@ def upgrade() -> None:
         sa.Column("delivery_status", sa.Text(), nullable=True),
         sa.Column("delivery_reason", sa.Text(), nullable=True),
         sa.Column("delivery_updated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("message_id"),
         sa.UniqueConstraint("tenant_id", "event_id", "recipient_hash", "rule_name", name="uq_reminder_slot"),
         schema=S,
