@@ -580,6 +580,8 @@ async def follow_status(sched: Scheduler, event: CloudEvent[MessageStatusChanged
     message_id). Messages the scheduler did not request are ignored. Idempotent: a status is
     only ever moved forward."""
     data = event.data
+    if data.correlation_id is not None and not data.correlation_id.startswith(("schedule:", "event:")):
+        return False  # the sender echoes the request's correlation id: not one of ours
 
     async def apply() -> bool:
         async with sched.runtime.uow() as uow:
