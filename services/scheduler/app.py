@@ -21,6 +21,7 @@ from services.scheduler.domain import (
 from services.scheduler.models import SCHEMA, metadata
 from services.scheduler.settings import SchedulerSettings
 from shared.api import ERROR_RESPONSES, ApiError, RequestModel
+from shared.crypto import DecryptionError
 from shared.events import (
     CloudEvent,
     EventCancelled,
@@ -38,7 +39,7 @@ from shared.service import ServiceRuntime
 from shared.tenancy import Tenant
 from shared.topology import EVENTS, subscription
 
-ScheduleStatus = Literal["pending", "published", "completed", "missed", "cancelled"]
+ScheduleStatus = Literal["pending", "published", "completed", "missed", "cancelled", "failed"]
 Weekday = Literal["MO", "TU", "WE", "TH", "FR", "SA", "SU"]
 
 
@@ -155,7 +156,8 @@ class ScheduledMessageView(BaseModel):
     grace_seconds: int | None
     status: ScheduleStatus = Field(
         description="pending (an occurrence is coming) → published (one-off sent to the sender), "
-        "completed (recurrence ended), missed (one-off older than its grace period), or cancelled"
+        "completed (recurrence ended), missed (one-off older than its grace period), cancelled, or "
+        "failed (could not be fired: see the scheduler's log)"
     )
     message_id: uuid.UUID = Field(
         description="The next (or last) occurrence's message id: GET /v1/messages/{id}"
@@ -343,11 +345,19 @@ def build(settings: SchedulerSettings | None = None) -> tuple[ServiceRuntime, An
     async def on_message_status(event: CloudEvent[MessageStatusChanged]) -> None:
         await handlers.follow_status(sched, event)
 
+    def reveal(ciphertext: str) -> str:
+        """The recipient, or a marker when it was encrypted with a key no longer configured (the
+        listing must still answer)."""
+        try:
+            return runtime.secrets.decrypt(ciphertext)
+        except DecryptionError:
+            return "(encrypted with a key no longer configured)"
+
     # --- scheduled messages ---------------------------------------------------------------
     def view(row: Any) -> ScheduledMessageView:
         return ScheduledMessageView(
             id=row.id,
-            to=runtime.secrets.decrypt(row.recipient_enc),
+            to=reveal(row.recipient_enc),
             kind=row.kind,
             text=row.text,
             content=row.content,
@@ -514,7 +524,7 @@ def build(settings: SchedulerSettings | None = None) -> tuple[ServiceRuntime, An
             event_name=row.event_name,
             starts_at=row.starts_at,
             reminder=row.rule_name,
-            to=runtime.secrets.decrypt(row.recipient_enc),
+            to=reveal(row.recipient_enc),
             due_at=row.due_at,
             status=row.status,
             message_id=row.message_id,

@@ -252,8 +252,83 @@ def _request(sched: Scheduler, row: Any, message_id: uuid.UUID) -> MessageReques
     )
 
 
+@dataclass
+class _RowOutcome:
+    update: dict[str, Any]
+    history: list[dict[str, Any]]
+    event: CloudEvent[MessageRequested] | None
+    lateness: float | None
+
+
+def _fire_row(sched: Scheduler, row: Any, now: datetime) -> _RowOutcome:
+    """What the claim does with one due schedule (pure apart from decryption)."""
+    rec = recurrence_of(row)
+    grace = timedelta(seconds=row.grace_seconds) if row.grace_seconds is not None else sched.grace
+    plan = plan_due(row.send_at, now, grace, rec)
+    history = [
+        {
+            "message_id": occurrence_message_id(row.id, when),
+            "schedule_id": row.id,
+            "tenant_id": row.tenant_id,
+            "due_at": when,
+            "status": "missed",
+            "fired_at": now,
+        }
+        for when in plan.missed
+    ]
+    if plan.missed_uncounted:
+        log.warning("occurrences skipped after a long outage", schedule_id=str(row.id))
+    event = None
+    lateness = None
+    message_id = row.message_id
+    if plan.fire is not None:
+        if plan.fire != row.send_at:
+            message_id = occurrence_message_id(row.id, plan.fire)
+        event = new_event(
+            _request(sched, row, message_id),
+            tenant_id=row.tenant_id,
+            source=SOURCE,
+            event_id=f"scheduler:{message_id}",
+            subject=f"schedule/{row.id}",
+        )
+        history.append(
+            {
+                "message_id": message_id,
+                "schedule_id": row.id,
+                "tenant_id": row.tenant_id,
+                "due_at": plan.fire,
+                "status": "published",
+                "fired_at": now,
+            }
+        )
+        lateness = (now - plan.fire).total_seconds()
+    if plan.next_due is not None:
+        status, send_at, message_id = "pending", plan.next_due, occurrence_message_id(row.id, plan.next_due)
+    else:
+        send_at = plan.fire or (plan.missed[-1] if plan.missed else row.send_at)
+        if rec is not None:
+            status = "completed"
+        else:
+            status = "published" if plan.fire is not None else "missed"
+    update = {
+        "b_id": row.id,
+        "b_send_at": send_at,
+        "b_status": status,
+        "b_message_id": message_id,
+        "b_published_at": now if plan.fire is not None else None,
+        "b_fired": 1 if plan.fire is not None else 0,
+        "b_missed": len(plan.missed),
+        "b_now": now,
+    }
+    return _RowOutcome(update, history, event, lateness)
+
+
 async def fire_due(sched: Scheduler, now: datetime | None = None) -> int:
     """Claim one batch of due schedules; fire, record and advance each, all in one transaction.
+
+    A row that cannot be fired at all (its content no longer matches the contract, its recipient
+    cannot be decrypted with the configured keys) is marked ``failed`` and logged, instead of
+    failing the batch: one bad row must not stall every row due after it.
 
     Returns how many rows were claimed (a full batch means: call again at once)."""
     now = now or utcnow()
@@ -266,75 +341,35 @@ async def fire_due(sched: Scheduler, now: datetime | None = None) -> int:
         updates: list[dict[str, Any]] = []
         history: list[dict[str, Any]] = []
         for row in rows:
-            rec = recurrence_of(row)
-            grace = timedelta(seconds=row.grace_seconds) if row.grace_seconds is not None else sched.grace
-            plan = plan_due(row.send_at, now, grace, rec)
-            for when in plan.missed:
-                history.append(
+            try:
+                outcome = _fire_row(sched, row, now)
+            except Exception as exc:
+                log.error(
+                    "scheduled message cannot be fired: marked failed",
+                    schedule_id=str(row.id),
+                    error=repr(exc)[:300],
+                )
+                updates.append(
                     {
-                        "message_id": occurrence_message_id(row.id, when),
-                        "schedule_id": row.id,
-                        "tenant_id": row.tenant_id,
-                        "due_at": when,
-                        "status": "missed",
-                        "fired_at": now,
+                        "b_id": row.id,
+                        "b_send_at": row.send_at,
+                        "b_status": "failed",
+                        "b_message_id": row.message_id,
+                        "b_published_at": None,
+                        "b_fired": 0,
+                        "b_missed": 0,
+                        "b_now": now,
                     }
                 )
-            if plan.missed_uncounted:
-                log.warning("occurrences skipped after a long outage", schedule_id=str(row.id))
-            published_at = None
-            message_id = row.message_id
-            if plan.fire is not None:
-                if plan.fire != row.send_at:
-                    message_id = occurrence_message_id(row.id, plan.fire)
-                uow.add_event(
-                    new_event(
-                        _request(sched, row, message_id),
-                        tenant_id=row.tenant_id,
-                        source=SOURCE,
-                        event_id=f"scheduler:{message_id}",
-                        subject=f"schedule/{row.id}",
-                    ),
-                    priority=row.priority,
-                )
-                history.append(
-                    {
-                        "message_id": message_id,
-                        "schedule_id": row.id,
-                        "tenant_id": row.tenant_id,
-                        "due_at": plan.fire,
-                        "status": "published",
-                        "fired_at": now,
-                    }
-                )
-                published_at = now
-                lateness.append((now - plan.fire).total_seconds())
+                continue
+            updates.append(outcome.update)
+            history.extend(outcome.history)
+            missed += outcome.update["b_missed"]
+            if outcome.event is not None:
+                uow.add_event(outcome.event, priority=row.priority)
                 fired += 1
-            missed += len(plan.missed)
-            if plan.next_due is not None:
-                status, send_at, message_id = (
-                    "pending",
-                    plan.next_due,
-                    occurrence_message_id(row.id, plan.next_due),
-                )
-            else:
-                send_at = plan.fire or (plan.missed[-1] if plan.missed else row.send_at)
-                if rec is not None:
-                    status = "completed"
-                else:
-                    status = "published" if plan.fire is not None else "missed"
-            updates.append(
-                {
-                    "b_id": row.id,
-                    "b_send_at": send_at,
-                    "b_status": status,
-                    "b_message_id": message_id,
-                    "b_published_at": published_at,
-                    "b_fired": 1 if plan.fire is not None else 0,
-                    "b_missed": len(plan.missed),
-                    "b_now": now,
-                }
-            )
+            if outcome.lateness is not None:
+                lateness.append(outcome.lateness)
         await repo.record_occurrences(uow.conn, history)
         await repo.advance(uow.conn, updates)
         await uow.commit()

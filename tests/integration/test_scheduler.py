@@ -430,3 +430,28 @@ async def test_pacing_slots_publish_pacing_due(system):
         json={"user_id": "u-1", "days": ["MO"], "times": ["09:00"], "timezone": "Lisboa"},
     )
     assert bad.status_code == 422 and "unknown time zone" in bad.json()["message"]
+
+
+async def test_a_row_that_cannot_be_fired_is_marked_failed_and_does_not_stall_the_others(system):
+    runtime, sched, client = system
+    send_at = utcnow() + timedelta(hours=5)
+    bad, good = [
+        (
+            await client.post(
+                "/v1/scheduled-messages", json={"to": PHONE, "text": t, "send_at": send_at.isoformat()}
+            )
+        ).json()
+        for t in ("bad", "good")
+    ]
+    from services.scheduler.models import scheduled_messages
+
+    async with runtime.engine.begin() as conn:  # a recipient encrypted with a key since removed
+        await conn.execute(
+            sa.update(scheduled_messages)
+            .where(scheduled_messages.c.id == uuid.UUID(bad["id"]))
+            .values(recipient_enc=SecretBox(SecretBox.generate_key()).encrypt(PHONE))
+        )
+    await handlers.fire_due(sched, now=send_at)
+    assert (await published(runtime))[-1]["message_id"] == good["message_id"]
+    assert (await client.get(f"/v1/scheduled-messages/{bad['id']}")).json()["status"] == "failed"
+    assert (await client.get(f"/v1/scheduled-messages/{good['id']}")).json()["status"] == "published"

@@ -13,6 +13,7 @@ from services.scheduler.domain import (
     ScheduleError,
     build_recurrence,
     default_reminder_rules,
+    delivery_moves,
     occurrence_message_id,
     pacing_recurrence,
     plan_due,
@@ -329,3 +330,19 @@ def test_pacing_slots_on_days_and_times():
     ]
     with pytest.raises(ScheduleError, match="days"):
         pacing_recurrence("UTC", ["XX"], [time(9)], utc(2026, 11, 30))
+
+
+@pytest.mark.parametrize(
+    "current, new, moves",
+    [
+        (None, "queued", True),
+        ("queued", "sent", True),
+        ("delivered", "sent", False),
+        ("read", "delivered", False),
+        ("sent", "failed", True),
+        ("delivered", "failed", False),
+        ("failed", "read", False),
+    ],
+)
+def test_delivery_status_only_moves_forward(current, new, moves):
+    assert delivery_moves(current, new) is moves
