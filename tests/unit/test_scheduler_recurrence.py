@@ -346,3 +346,14 @@ def test_pacing_slots_on_days_and_times():
 )
 def test_delivery_status_only_moves_forward(current, new, moves):
     assert delivery_moves(current, new) is moves
+
+
+def test_reminders_across_a_dst_change_stay_at_local_times():
+    # New York springs forward on Sun 2027-03-14; an event at 19:00 local on Tue 2027-03-16
+    starts = datetime(2027, 3, 16, 19, 0, tzinfo=NY).astimezone(UTC)
+    due = {r.name: r.due_at(starts, NY).astimezone(NY) for r in default_reminder_rules()}
+    assert {k: v.strftime("%m-%d %H:%M %z") for k, v in due.items()} == {
+        "7d": "03-09 19:00 -0500",
+        "1d": "03-15 19:00 -0400",
+        "day_of": "03-16 09:00 -0400",
+    }
