@@ -593,6 +593,43 @@ def build(settings: SchedulerSettings | None = None) -> tuple[ServiceRuntime, An
             await uow.commit()
         return ReminderPolicyView(builtin=True, reminders=default_policy())
 
+    event_policy_path = "/v1/reminder-policy/events/{event_id}"
+
+    @reminders_api.get(
+        event_policy_path, response_model=ReminderPolicyView, summary="The reminders planned for one event"
+    )
+    async def get_event_policy(event_id: str, tenant: Tenant = Auth) -> ReminderPolicyView:
+        async with runtime.engine.connect() as conn:
+            row = await repo.get_event_policy(conn, tenant.id, event_id)
+        if row is None:
+            return await get_policy(tenant)
+        return ReminderPolicyView(builtin=False, reminders=row.reminders)
+
+    @reminders_api.put(
+        event_policy_path,
+        response_model=ReminderPolicyView,
+        summary="Override the tenant's reminders for one event (applies when the event is next "
+        "published or changed)",
+    )
+    async def put_event_policy(
+        event_id: str, body: ReminderPolicy = Body(...), tenant: Tenant = Auth
+    ) -> ReminderPolicyView:
+        reminders = [r.model_dump(mode="json") for r in body.reminders]
+        async with runtime.uow() as uow:
+            await repo.put_event_policy(uow.conn, tenant.id, event_id, reminders, utcnow())
+            await uow.commit()
+        return ReminderPolicyView(builtin=False, reminders=reminders)
+
+    @reminders_api.delete(
+        event_policy_path, status_code=204, summary="Remove one event's override: the tenant's policy applies"
+    )
+    async def delete_event_policy(event_id: str, tenant: Tenant = Auth) -> None:
+        async with runtime.uow() as uow:
+            deleted = await repo.delete_event_policy(uow.conn, tenant.id, event_id)
+            await uow.commit()
+        if not deleted:
+            raise ApiError(404, "not_found", f"event {event_id!r} has no reminder policy of its own")
+
     # --- pacing ---------------------------------------------------------------------------
     pacing_api = APIRouter(
         prefix="/v1/pacing-schedules", tags=["pacing schedules"], responses=ERROR_RESPONSES

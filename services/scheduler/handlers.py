@@ -433,7 +433,9 @@ async def plan_event_reminders(sched: Scheduler, event: CloudEvent[EventPublishe
             if not await uow.mark_processed(EVENTS_CONSUMER, f"{event.source}:{event.id}"):
                 return False
             now = utcnow()
-            policy = await repo.get_policy(uow.conn, event.tenantid)
+            policy = await repo.get_event_policy(uow.conn, event.tenantid, data.event_id)
+            if policy is None:
+                policy = await repo.get_policy(uow.conn, event.tenantid)
             rules = policy_rules(policy.reminders if policy is not None else None)
             rows = await repo.reminders_for_event(uow.conn, event.tenantid, data.event_id)
             if any(r.event_time > event.time for r in rows):

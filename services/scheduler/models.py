@@ -66,6 +66,16 @@ reminder_policies = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+#: a policy for one event, overriding the tenant's (set before the event is published or changed)
+event_reminder_policies = sa.Table(
+    "event_reminder_policies",
+    metadata,
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("reminders", pg.JSONB, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 #: one row per (event, attendee, reminder of the policy)
 reminders = sa.Table(
     "reminders",

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.scheduler.models import event_reminder_policies as erp
 from services.scheduler.models import occurrences as occ
 from services.scheduler.models import pacing_schedules as ps
 from services.scheduler.models import reminder_policies as rp
@@ -150,6 +151,30 @@ async def set_delivery(
 
 async def get_policy(conn: AsyncConnection, tenant_id: uuid.UUID) -> Row[Any] | None:
     return (await conn.execute(sa.select(rp).where(rp.c.tenant_id == tenant_id))).first()
+
+
+async def get_event_policy(conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str) -> Row[Any] | None:
+    return (
+        await conn.execute(sa.select(erp).where(erp.c.tenant_id == tenant_id, erp.c.event_id == event_id))
+    ).first()
+
+
+async def put_event_policy(
+    conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str, reminders: list[dict[str, Any]], now: datetime
+) -> None:
+    stmt = pg.insert(erp).values(tenant_id=tenant_id, event_id=event_id, reminders=reminders, updated_at=now)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "event_id"], set_={"reminders": reminders, "updated_at": now}
+        )
+    )
+
+
+async def delete_event_policy(conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str) -> bool:
+    result = await conn.execute(
+        sa.delete(erp).where(erp.c.tenant_id == tenant_id, erp.c.event_id == event_id)
+    )
+    return bool(result.rowcount)
 
 
 async def put_policy(

@@ -455,3 +455,25 @@ async def test_a_row_that_cannot_be_fired_is_marked_failed_and_does_not_stall_th
     assert (await published(runtime))[-1]["message_id"] == good["message_id"]
     assert (await client.get(f"/v1/scheduled-messages/{bad['id']}")).json()["status"] == "failed"
     assert (await client.get(f"/v1/scheduled-messages/{good['id']}")).json()["status"] == "published"
+
+
+async def test_an_event_can_override_the_tenant_policy(system):
+    runtime, sched, client = system
+    tenant_id = await _tenant_id(runtime, client)
+    event_id = f"ev-{uuid.uuid4().hex[:6]}"
+    override = {"reminders": [{"name": "2h", "minutes_before": 120, "template": {"name": "doors_open"}}]}
+    put = await client.put(f"/v1/reminder-policy/events/{event_id}", json=override)
+    assert put.status_code == 200, put.text
+    bad = await client.put(
+        f"/v1/reminder-policy/events/{event_id}",
+        json={"reminders": [{"name": "x", "template": {"name": "t"}}]},
+    )
+    assert bad.status_code == 422 and "days_before" in bad.json()["message"]
+    starts = utcnow() + timedelta(days=3)
+    await handlers.plan_event_reminders(
+        sched, new_event(concert(event_id, starts), tenant_id=tenant_id, source="/t")
+    )
+    items = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
+    assert {(i["reminder"], i["content"]["name"]) for i in items} == {("2h", "doors_open")}
+    assert len(items) == 2  # both attendees
+    assert datetime.fromisoformat(items[0]["due_at"]) == starts - timedelta(hours=2)

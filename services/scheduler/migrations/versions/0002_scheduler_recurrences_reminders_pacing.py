@@ -62,6 +62,16 @@ def upgrade() -> None:
     )
 
     op.create_table(
+        "event_reminder_policies",
+        sa.Column("tenant_id", sa.UUID(), nullable=False),
+        sa.Column("event_id", sa.Text(), nullable=False),
+        sa.Column("reminders", pg.JSONB(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "event_id"),
+        schema=S,
+    )
+
+    op.create_table(
         "reminders",
         sa.Column("id", sa.UUID(), primary_key=True),
         sa.Column("tenant_id", sa.UUID(), nullable=False),
@@ -119,6 +129,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("pacing_schedules", schema=S)
     op.drop_table("reminders", schema=S)
+    op.drop_table("event_reminder_policies", schema=S)
     op.drop_table("reminder_policies", schema=S)
     op.drop_table("occurrences", schema=S)
     for name in (
