@@ -32,6 +32,7 @@ from shared.events import (
     EventPublished,
     InboundReceived,
     MessageRequested,
+    MessageStatusChanged,
     OrderStatusChanged,
     PacingDue,
 )
@@ -107,6 +108,10 @@ def dead_letter_queue(service: str) -> RabbitQueue:
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("sender", MessageRequested, priority=True),
     Subscription("pipeline", OrderStatusChanged),
+    Subscription("scheduler", EventPublished),
+    Subscription("scheduler", EventChanged),
+    Subscription("scheduler", EventCancelled),
+    Subscription("scheduler", MessageStatusChanged),
 )
 
 SERVICES = ("ingest", "scheduler", "pipeline", "sender")
@@ -120,9 +125,6 @@ UNCONSUMED = (
     ContactOptedIn,
     PacingDue,
     DraftReady,
-    EventPublished,
-    EventChanged,
-    EventCancelled,
 )
 
 

@@ -1,3 +1,5 @@
+"""Queries of the scheduler's own schema. Never commits: the unit of work does."""
+
 from __future__ import annotations
 
 import uuid
@@ -5,10 +7,18 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.scheduler.models import event_reminder_policies as erp
+from services.scheduler.models import occurrences as occ
+from services.scheduler.models import pacing_schedules as ps
+from services.scheduler.models import reminder_policies as rp
+from services.scheduler.models import reminders as rm
 from services.scheduler.models import scheduled_messages as sm
+
+# --- scheduled messages ----------------------------------------------------------------------
 
 
 async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
@@ -25,11 +35,18 @@ async def get(
 
 
 async def list_for_tenant(
-    conn: AsyncConnection, tenant_id: uuid.UUID, *, status: str | None, limit: int
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    *,
+    status: str | None,
+    limit: int,
+    recipient_hash: str | None = None,
 ) -> list[Row[Any]]:
     q = sa.select(sm).where(sm.c.tenant_id == tenant_id)
     if status:
         q = q.where(sm.c.status == status)
+    if recipient_hash:
+        q = q.where(sm.c.recipient_hash == recipient_hash)
     return list((await conn.execute(q.order_by(sm.c.send_at).limit(limit))).all())
 
 
@@ -52,13 +69,246 @@ async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Ro
     )
 
 
-async def mark_published(conn: AsyncConnection, ids: list[uuid.UUID], now: datetime) -> None:
-    await conn.execute(
-        sa.update(sm).where(sm.c.id.in_(ids)).values(status="published", published_at=now, updated_at=now)
+async def advance(conn: AsyncConnection, updates: list[dict[str, Any]]) -> None:
+    """Move claimed schedules to their next occurrence (or finish them), one statement for all."""
+    if not updates:
+        return
+    stmt = (
+        sa.update(sm)
+        .where(sm.c.id == sa.bindparam("b_id"))
+        .values(
+            send_at=sa.bindparam("b_send_at"),
+            status=sa.bindparam("b_status"),
+            message_id=sa.bindparam("b_message_id"),
+            published_at=sa.func.coalesce(
+                sa.bindparam("b_published_at", type_=sm.c.published_at.type), sm.c.published_at
+            ),
+            fired_count=sm.c.fired_count + sa.bindparam("b_fired", type_=sa.Integer),
+            missed_count=sm.c.missed_count + sa.bindparam("b_missed", type_=sa.Integer),
+            updated_at=sa.bindparam("b_now"),
+        )
     )
+    await conn.execute(stmt, updates)
+
+
+async def record_occurrences(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(pg.insert(occ).on_conflict_do_nothing(index_elements=["message_id"]), rows)
+
+
+async def history(conn: AsyncConnection, schedule_id: uuid.UUID, limit: int = 50) -> list[Row[Any]]:
+    q = sa.select(occ).where(occ.c.schedule_id == schedule_id).order_by(occ.c.due_at.desc()).limit(limit)
+    return list((await conn.execute(q)).all())
 
 
 async def next_due(conn: AsyncConnection) -> datetime | None:
+    """The earliest pending item of any kind: the claim loop sleeps until then."""
+    q = sa.select(
+        sa.func.least(
+            sa.select(sa.func.min(sm.c.send_at)).where(sm.c.status == "pending").scalar_subquery(),
+            sa.select(sa.func.min(rm.c.due_at)).where(rm.c.status == "pending").scalar_subquery(),
+            sa.select(sa.func.min(ps.c.next_at)).where(ps.c.active).scalar_subquery(),
+        )
+    )
+    return (await conn.execute(q)).scalar_one_or_none()
+
+
+# --- delivery status -------------------------------------------------------------------------
+
+
+async def delivery_targets(conn: AsyncConnection, message_id: uuid.UUID) -> list[tuple[sa.Table, Row[Any]]]:
+    out: list[tuple[sa.Table, Row[Any]]] = []
+    for table, key in ((occ, occ.c.message_id), (rm, rm.c.message_id)):
+        row = (
+            await conn.execute(
+                sa.select(table.c.delivery_status, table.c.delivery_updated_at)
+                .where(key == message_id)
+                .with_for_update()
+            )
+        ).first()
+        if row is not None:
+            out.append((table, row))
+    return out
+
+
+async def set_delivery(
+    conn: AsyncConnection,
+    table: sa.Table,
+    message_id: uuid.UUID,
+    status: str,
+    reason: str | None,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        sa.update(table)
+        .where(table.c.message_id == message_id)
+        .values(delivery_status=status, delivery_reason=reason, delivery_updated_at=at)
+    )
+
+
+# --- reminders --------------------------------------------------------------------------------
+
+
+async def get_policy(conn: AsyncConnection, tenant_id: uuid.UUID) -> Row[Any] | None:
+    return (await conn.execute(sa.select(rp).where(rp.c.tenant_id == tenant_id))).first()
+
+
+async def get_event_policy(conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str) -> Row[Any] | None:
     return (
-        await conn.execute(sa.select(sa.func.min(sm.c.send_at)).where(sm.c.status == "pending"))
-    ).scalar_one_or_none()
+        await conn.execute(sa.select(erp).where(erp.c.tenant_id == tenant_id, erp.c.event_id == event_id))
+    ).first()
+
+
+async def put_event_policy(
+    conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str, reminders: list[dict[str, Any]], now: datetime
+) -> None:
+    stmt = pg.insert(erp).values(tenant_id=tenant_id, event_id=event_id, reminders=reminders, updated_at=now)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "event_id"], set_={"reminders": reminders, "updated_at": now}
+        )
+    )
+
+
+async def delete_event_policy(conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str) -> bool:
+    result = await conn.execute(
+        sa.delete(erp).where(erp.c.tenant_id == tenant_id, erp.c.event_id == event_id)
+    )
+    return bool(result.rowcount)
+
+
+async def put_policy(
+    conn: AsyncConnection, tenant_id: uuid.UUID, reminders: list[dict[str, Any]], now: datetime
+) -> None:
+    stmt = pg.insert(rp).values(tenant_id=tenant_id, reminders=reminders, updated_at=now)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["tenant_id"], set_={"reminders": reminders, "updated_at": now}
+        )
+    )
+
+
+async def delete_policy(conn: AsyncConnection, tenant_id: uuid.UUID) -> None:
+    await conn.execute(sa.delete(rp).where(rp.c.tenant_id == tenant_id))
+
+
+async def reminders_for_event(conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str) -> list[Row[Any]]:
+    q = sa.select(rm).where(rm.c.tenant_id == tenant_id, rm.c.event_id == event_id).with_for_update()
+    return list((await conn.execute(q)).all())
+
+
+async def insert_reminders(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(sa.insert(rm), rows)
+
+
+async def update_reminder(conn: AsyncConnection, reminder_id: uuid.UUID, **values: Any) -> None:
+    await conn.execute(sa.update(rm).where(rm.c.id == reminder_id).values(**values))
+
+
+async def cancel_pending_reminders(
+    conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str, now: datetime
+) -> int:
+    result = await conn.execute(
+        sa.update(rm)
+        .where(rm.c.tenant_id == tenant_id, rm.c.event_id == event_id, rm.c.status == "pending")
+        .values(status="cancelled", updated_at=now)
+    )
+    return result.rowcount or 0
+
+
+async def list_reminders(
+    conn: AsyncConnection, tenant_id: uuid.UUID, *, event_id: str | None, status: str | None, limit: int
+) -> list[Row[Any]]:
+    q = sa.select(rm).where(rm.c.tenant_id == tenant_id)
+    if event_id:
+        q = q.where(rm.c.event_id == event_id)
+    if status:
+        q = q.where(rm.c.status == status)
+    return list((await conn.execute(q.order_by(rm.c.due_at, rm.c.id).limit(limit))).all())
+
+
+async def claim_due_reminders(conn: AsyncConnection, now: datetime, limit: int) -> list[Row[Any]]:
+    q = (
+        sa.select(rm)
+        .where(rm.c.status == "pending", rm.c.due_at <= now)
+        .order_by(rm.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await conn.execute(q)).all())
+
+
+async def finish_reminders(conn: AsyncConnection, updates: list[dict[str, Any]]) -> None:
+    if updates:
+        stmt = (
+            sa.update(rm)
+            .where(rm.c.id == sa.bindparam("b_id"))
+            .values(
+                status=sa.bindparam("b_status"),
+                published_at=sa.bindparam("b_published_at"),
+                updated_at=sa.bindparam("b_now"),
+            )
+        )
+        await conn.execute(stmt, updates)
+
+
+# --- pacing -----------------------------------------------------------------------------------
+
+
+async def insert_pacing(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(sa.insert(ps).values(**values))
+
+
+async def get_pacing(
+    conn: AsyncConnection, tenant_id: uuid.UUID, pacing_id: uuid.UUID, *, lock: bool = False
+) -> Row[Any] | None:
+    q = sa.select(ps).where(ps.c.tenant_id == tenant_id, ps.c.id == pacing_id)
+    if lock:
+        q = q.with_for_update()
+    return (await conn.execute(q)).first()
+
+
+async def list_pacing(
+    conn: AsyncConnection, tenant_id: uuid.UUID, user_id: str | None, limit: int
+) -> list[Row[Any]]:
+    q = sa.select(ps).where(ps.c.tenant_id == tenant_id)
+    if user_id:
+        q = q.where(ps.c.user_id == user_id)
+    return list((await conn.execute(q.order_by(ps.c.created_at).limit(limit))).all())
+
+
+async def update_pacing(conn: AsyncConnection, pacing_id: uuid.UUID, **values: Any) -> None:
+    await conn.execute(sa.update(ps).where(ps.c.id == pacing_id).values(**values))
+
+
+async def delete_pacing(conn: AsyncConnection, tenant_id: uuid.UUID, pacing_id: uuid.UUID) -> bool:
+    result = await conn.execute(sa.delete(ps).where(ps.c.tenant_id == tenant_id, ps.c.id == pacing_id))
+    return bool(result.rowcount)
+
+
+async def claim_due_pacing(conn: AsyncConnection, now: datetime, limit: int) -> list[Row[Any]]:
+    q = (
+        sa.select(ps)
+        .where(ps.c.active, ps.c.next_at <= now)
+        .order_by(ps.c.next_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await conn.execute(q)).all())
+
+
+async def advance_pacing(conn: AsyncConnection, updates: list[dict[str, Any]]) -> None:
+    if updates:
+        stmt = (
+            sa.update(ps)
+            .where(ps.c.id == sa.bindparam("b_id"))
+            .values(
+                next_at=sa.bindparam("b_next_at"),
+                last_slot_at=sa.func.coalesce(
+                    sa.bindparam("b_slot", type_=ps.c.last_slot_at.type), ps.c.last_slot_at
+                ),
+                updated_at=sa.bindparam("b_now"),
+            )
+        )
+        await conn.execute(stmt, updates)

@@ -18,3 +18,13 @@ class SchedulerSettings(HeraldSettings):
         description="Longest sleep of the claim loop when nothing is due (a safety net; "
         "new schedules wake it through NOTIFY).",
     )
+    grace_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="An occurrence missed (downtime) by less than this fires once; an older one is "
+        "recorded missed. A scheduled message can set its own grace_seconds.",
+    )
+    default_language: str = Field(
+        default="en_US",
+        description="Template language of a reminder when neither policy nor attendee names one.",
+    )
