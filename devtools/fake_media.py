@@ -12,6 +12,8 @@ Media are registered with ``put(media_id, data, mime)``; requests are recorded i
 from __future__ import annotations
 
 import threading
+from email.parser import BytesParser
+from email.policy import default
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,17 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from devtools.processes import free_port
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The parts of a multipart/form-data body by field name (enough for a fake server)."""
+    message = BytesParser(policy=default).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    if not message.is_multipart():
+        return {}
+    return {
+        str(part.get_param("name", header="content-disposition")): part.get_payload(decode=True) or b""
+        for part in message.iter_parts()
+    }
 
 
 @dataclass
@@ -85,11 +98,10 @@ class FakeMedia:
             return Response(data, media_type=mime)
 
         async def transcriptions(request: Request) -> Response:
-            form = await request.form()
-            upload = form.get("file")
-            if upload is None or not form.get("model"):
+            form = _multipart(request.headers.get("content-type", ""), await request.body())
+            if not form.get("file") or not form.get("model"):
                 return JSONResponse({"error": {"message": "file and model are required", "type": "invalid_request_error"}}, 400)
-            self.calls.append(("transcribe", str(form.get("model"))))
+            self.calls.append(("transcribe", form["model"].decode()))
             return JSONResponse({"text": self.transcript})
 
         return Starlette(
