@@ -12,10 +12,10 @@ Media are registered with ``put(media_id, data, mime)``; requests are recorded i
 from __future__ import annotations
 
 import threading
-from email.parser import BytesParser
-from email.policy import default
 import time
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default
 from typing import Any
 
 import uvicorn
@@ -61,13 +61,37 @@ class FakeMedia:
         async def graph(request: Request) -> Response:
             self.calls.append(("graph", request.path_params["media_id"]))
             if request.headers.get("authorization") != f"Bearer {self.token}":
-                return JSONResponse({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}}, 401)
+                return JSONResponse(
+                    {
+                        "error": {
+                            "message": "Invalid OAuth access token.",
+                            "type": "OAuthException",
+                            "code": 190,
+                        }
+                    },
+                    401,
+                )
             media_id = request.path_params["media_id"]
             if media_id not in self.files:
-                return JSONResponse({"error": {"message": "Unsupported get request.", "type": "GraphMethodException", "code": 100}}, 400)
+                return JSONResponse(
+                    {
+                        "error": {
+                            "message": "Unsupported get request.",
+                            "type": "GraphMethodException",
+                            "code": 100,
+                        }
+                    },
+                    400,
+                )
             data, mime = self.files[media_id]
             return JSONResponse(
-                {"messaging_product": "whatsapp", "url": f"{self.url}/files/{media_id}", "mime_type": mime, "file_size": str(len(data)), "id": media_id}
+                {
+                    "messaging_product": "whatsapp",
+                    "url": f"{self.url}/files/{media_id}",
+                    "mime_type": mime,
+                    "file_size": str(len(data)),
+                    "id": media_id,
+                }
             )
 
         async def files(request: Request) -> Response:
@@ -100,7 +124,10 @@ class FakeMedia:
         async def transcriptions(request: Request) -> Response:
             form = _multipart(request.headers.get("content-type", ""), await request.body())
             if not form.get("file") or not form.get("model"):
-                return JSONResponse({"error": {"message": "file and model are required", "type": "invalid_request_error"}}, 400)
+                return JSONResponse(
+                    {"error": {"message": "file and model are required", "type": "invalid_request_error"}},
+                    400,
+                )
             self.calls.append(("transcribe", form["model"].decode()))
             return JSONResponse({"text": self.transcript})
 
@@ -116,7 +143,9 @@ class FakeMedia:
 
     def start(self) -> FakeMedia:
         self.port = self.port or free_port()
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()

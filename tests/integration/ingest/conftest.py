@@ -62,10 +62,18 @@ def signed_headers(provider: str, body: bytes, *, timestamp: int | None = None) 
     if provider == "chatwoot":
         stamp = str(int(time.time()) if timestamp is None else timestamp)
         sig = hmac.new(s["webhook_secret"].encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        return {"X-Chatwoot-Timestamp": stamp, "X-Chatwoot-Signature": f"sha256={sig}", "Content-Type": "application/json"}
+        return {
+            "X-Chatwoot-Timestamp": stamp,
+            "X-Chatwoot-Signature": f"sha256={sig}",
+            "Content-Type": "application/json",
+        }
     if provider == "waha":
         sig = hmac.new(s["hmac_key"].encode(), body, hashlib.sha512).hexdigest()
-        return {"X-Webhook-Hmac": sig, "X-Webhook-Hmac-Algorithm": "sha512", "Content-Type": "application/json"}
+        return {
+            "X-Webhook-Hmac": sig,
+            "X-Webhook-Hmac-Algorithm": "sha512",
+            "Content-Type": "application/json",
+        }
     return {"apikey": s["header_value"], "Content-Type": "application/json"}
 
 
@@ -86,7 +94,11 @@ class Ingest:
         return {"Authorization": f"Bearer {self.api_key}"}
 
     async def source(self, provider: str, **secrets: str) -> str:
-        body = {"provider": provider, "channel_id": str(self.channel_id), "secrets": secrets or SECRETS[provider]}
+        body = {
+            "provider": provider,
+            "channel_id": str(self.channel_id),
+            "secrets": secrets or SECRETS[provider],
+        }
         if provider == "meta" and not secrets:
             body["secrets"] = {**SECRETS["meta"], "graph_url": f"{self.media.url}/v23.0"}
         response = await self.client.post("/v1/webhook-sources", json=body, headers=self.auth)
@@ -98,9 +110,13 @@ class Ingest:
             self.sources[provider] = await self.source(provider)
         return self.sources[provider]
 
-    async def post(self, provider: str, payload: Any, *, raw: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    async def post(
+        self, provider: str, payload: Any, *, raw: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         body = raw if raw is not None else json.dumps(payload).encode()
-        return await self.client.post(await self.url(provider), content=body, headers=headers or signed_headers(provider, body))
+        return await self.client.post(
+            await self.url(provider), content=body, headers=headers or signed_headers(provider, body)
+        )
 
     async def events(self, want: int, within: float = 10.0) -> list[dict[str, Any]]:
         got: list[dict[str, Any]] = []

@@ -42,13 +42,19 @@ async def test_opt_out_and_opt_in_keywords_default_and_per_tenant(ingest: Ingest
     assert {e["phone"] for e in got["contact.opted_out.v1"]} == {"+16505551234"}
     assert got["contact.opted_out.v1"][0]["channel_id"] == str(ingest.channel_id)
 
-    put = await ingest.client.put("/v1/opt-out-keywords", json={"opt_out": ["BASTA"], "opt_in": ["ANCORA"]}, headers=ingest.auth)
+    put = await ingest.client.put(
+        "/v1/opt-out-keywords", json={"opt_out": ["BASTA"], "opt_in": ["ANCORA"]}, headers=ingest.auth
+    )
     assert put.status_code == 200
     for i, text in enumerate(["basta", "stop"]):
         await ingest.post("meta", meta_text(text, f"wamid.t{i}"))
     got = by_type(await ingest.events(3) + await ingest.drain(0.3))
-    assert [e["reason"] for e in got["contact.opted_out.v1"]] == ["keyword BASTA"], "STOP is no longer a keyword"
-    clash = await ingest.client.put("/v1/opt-out-keywords", json={"opt_out": ["X"], "opt_in": ["x"]}, headers=ingest.auth)
+    assert [e["reason"] for e in got["contact.opted_out.v1"]] == ["keyword BASTA"], (
+        "STOP is no longer a keyword"
+    )
+    clash = await ingest.client.put(
+        "/v1/opt-out-keywords", json={"opt_out": ["X"], "opt_in": ["x"]}, headers=ingest.auth
+    )
     assert clash.status_code == 422
 
 
@@ -63,11 +69,26 @@ async def test_meta_marketing_preferences_and_template_status(ingest: Ingest):
                         "field": "user_preferences",
                         "value": {
                             "messaging_product": "whatsapp",
-                            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+                            "metadata": {
+                                "display_phone_number": "15550783881",
+                                "phone_number_id": "106540352242922",
+                            },
                             "contacts": [{"wa_id": "16505551234", "profile": {"name": "Sheena"}}],
                             "user_preferences": [
-                                {"wa_id": "16505551234", "detail": "User requested to stop marketing messages", "category": "marketing_messages", "value": "stop", "timestamp": 1731705721},
-                                {"wa_id": "16505551234", "detail": "User requested to resume marketing messages", "category": "marketing_messages", "value": "resume", "timestamp": 1731705799},
+                                {
+                                    "wa_id": "16505551234",
+                                    "detail": "User requested to stop marketing messages",
+                                    "category": "marketing_messages",
+                                    "value": "stop",
+                                    "timestamp": 1731705721,
+                                },
+                                {
+                                    "wa_id": "16505551234",
+                                    "detail": "User requested to resume marketing messages",
+                                    "category": "marketing_messages",
+                                    "value": "resume",
+                                    "timestamp": 1731705799,
+                                },
                             ],
                         },
                     }
@@ -84,7 +105,13 @@ async def test_meta_marketing_preferences_and_template_status(ingest: Ingest):
                 "changes": [
                     {
                         "field": "message_template_status_update",
-                        "value": {"event": "REJECTED", "message_template_id": 1234, "message_template_name": "order_ready", "message_template_language": "pt_BR", "reason": "INCORRECT_CATEGORY"},
+                        "value": {
+                            "event": "REJECTED",
+                            "message_template_id": 1234,
+                            "message_template_name": "order_ready",
+                            "message_template_language": "pt_BR",
+                            "reason": "INCORRECT_CATEGORY",
+                        },
                     }
                 ],
             }
@@ -97,14 +124,27 @@ async def test_meta_marketing_preferences_and_template_status(ingest: Ingest):
     assert "stop marketing" in got["contact.opted_out.v1"][0]["reason"]
     assert got["contact.opted_in.v1"][0]["phone"] == "+16505551234"
     assert got["template.status_changed.v1"] == [
-        {"template_name": "order_ready", "language": "pt_BR", "status": "REJECTED", "reason": "INCORRECT_CATEGORY", "at": "2024-11-15T21:23:20Z"}
+        {
+            "template_name": "order_ready",
+            "language": "pt_BR",
+            "status": "REJECTED",
+            "reason": "INCORRECT_CATEGORY",
+            "at": "2024-11-15T21:23:20Z",
+        }
     ]
 
 
 async def test_evolution_lid_sender_is_resolved_and_waha_c_us_is_a_phone(ingest: Ingest):
-    await ingest.post("evolution", example("evolution-api/examples/webhook_messages_upsert_text.constructed.json"))
+    await ingest.post(
+        "evolution", example("evolution-api/examples/webhook_messages_upsert_text.constructed.json")
+    )
     lid = example("evolution-api/examples/webhook_messages_upsert_text.constructed.json")
-    lid["data"]["key"].update(id="LID1", remoteJid="123456789012345@lid", remoteJidAlt="5511988887777@s.whatsapp.net", addressingMode="lid")
+    lid["data"]["key"].update(
+        id="LID1",
+        remoteJid="123456789012345@lid",
+        remoteJidAlt="5511988887777@s.whatsapp.net",
+        addressingMode="lid",
+    )
     await ingest.post("evolution", lid)
     no_alt = copy.deepcopy(lid)
     no_alt["data"]["key"].update(id="LID2")
@@ -112,7 +152,11 @@ async def test_evolution_lid_sender_is_resolved_and_waha_c_us_is_a_phone(ingest:
     assert (await ingest.post("evolution", no_alt)).json()["status"] == "unrecognised"
     await ingest.post("waha", example("waha/examples/webhook_message.constructed.json"))
     got = await ingest.events(3) + await ingest.drain(0.3)
-    assert sorted(e["data"]["from_phone"] for e in got) == ["+5511988887777", "+5511999998888", "+5511999998888"]
+    assert sorted(e["data"]["from_phone"] for e in got) == [
+        "+5511988887777",
+        "+5511999998888",
+        "+5511999998888",
+    ]
     assert {e["data"]["text"] for e in got} == {"Hi, is my order ready?"}
 
 
@@ -141,7 +185,9 @@ async def test_meta_image_and_voice_are_downloaded_stored_and_the_voice_note_tra
 
 async def test_chatwoot_redirect_evolution_base64_and_waha_files_are_stored(ingest: Ingest):
     chatwoot = example("chatwoot/examples/webhook_message_created_incoming_audio.constructed.json")
-    chatwoot["attachments"][0]["data_url"] = f"{ingest.media.url}/rails/active_storage/blobs/redirect/cw-voice.ogg"
+    chatwoot["attachments"][0]["data_url"] = (
+        f"{ingest.media.url}/rails/active_storage/blobs/redirect/cw-voice.ogg"
+    )
     ingest.media.put("cw-voice.ogg", OGG, "audio/ogg")
     evolution = example("evolution-api/examples/webhook_messages_upsert_voice_note.constructed.json")
     evolution["data"]["message"]["base64"] = base64.b64encode(OGG).decode()
@@ -173,7 +219,15 @@ async def test_media_that_cannot_be_fetched_is_retried_then_published_with_the_e
     assert "blob_key" in got["9001"]["media"], "a 503 is retried"
     assert "404" in got["9999"]["media"]["error"], "a message is published even when its media is gone"
     async with ingest.runtime.engine.connect() as conn:
-        states = dict((await conn.execute(sa.select(media_jobs.c.event_id, media_jobs.c.state).where(media_jobs.c.tenant_id == ingest.tenant_id))).all())
+        states = dict(
+            (
+                await conn.execute(
+                    sa.select(media_jobs.c.event_id, media_jobs.c.state).where(
+                        media_jobs.c.tenant_id == ingest.tenant_id
+                    )
+                )
+            ).all()
+        )
     assert sorted(states.values()) == ["done", "failed"]
 
 
@@ -182,11 +236,17 @@ async def test_contacts_are_listed_mapped_to_users_and_a_users_data_erased(inges
     await ingest.post("meta", meta_text("hello", "wamid.c1", "5511999998888"))
     await ingest.post("meta", meta_text("hi", "wamid.c2", "5511988887777"))
     await ingest.events(2)
-    unmapped = (await ingest.client.get("/v1/contacts", params={"unmapped": True}, headers=ingest.auth)).json()["items"]
+    unmapped = (
+        await ingest.client.get("/v1/contacts", params={"unmapped": True}, headers=ingest.auth)
+    ).json()["items"]
     assert sorted(c["phone"] for c in unmapped) == ["+5511988887777", "+5511999998888"]
-    put = await ingest.client.put("/v1/contacts/+5511999998888", json={"user_id": "user-42"}, headers=ingest.auth)
+    put = await ingest.client.put(
+        "/v1/contacts/+5511999998888", json={"user_id": "user-42"}, headers=ingest.auth
+    )
     assert put.status_code == 200
-    unmapped = (await ingest.client.get("/v1/contacts", params={"unmapped": True}, headers=ingest.auth)).json()["items"]
+    unmapped = (
+        await ingest.client.get("/v1/contacts", params={"unmapped": True}, headers=ingest.auth)
+    ).json()["items"]
     assert [c["phone"] for c in unmapped] == ["+5511988887777"]
 
     image = example("meta-webhooks/meta-openapi__inbound_image.json")
@@ -205,8 +265,20 @@ async def test_contacts_are_listed_mapped_to_users_and_a_users_data_erased(inges
     assert erased.json()["webhooks_erased"] == 2 and erased.json()["media_erased"] == 1
     assert not blob.exists()
     async with ingest.runtime.engine.connect() as conn:
-        bodies = (await conn.execute(sa.select(webhook_deliveries.c.body).where(webhook_deliveries.c.tenant_id == ingest.tenant_id))).scalars().all()
-    assert len(bodies) == 1 and b"5511988887777" in bytes(bodies[0]), "only the other contact's webhook is left"
+        bodies = (
+            (
+                await conn.execute(
+                    sa.select(webhook_deliveries.c.body).where(
+                        webhook_deliveries.c.tenant_id == ingest.tenant_id
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(bodies) == 1 and b"5511988887777" in bytes(bodies[0]), (
+        "only the other contact's webhook is left"
+    )
     assert (await ingest.client.delete("/v1/users/user-42/data", headers=ingest.auth)).status_code == 404
     other = await ingest.client.get("/v1/contacts", headers={"Authorization": "Bearer hk_wrong"})
     assert other.status_code == 401

@@ -48,7 +48,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=30)
-    | st.sampled_from(["+5511999998888", "5511999998888@c.us", "x@lid", "SERVER_ACK", "read", "image", "1e400"]),
+    | st.sampled_from(
+        ["+5511999998888", "5511999998888@c.us", "x@lid", "SERVER_ACK", "read", "image", "1e400"]
+    ),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
@@ -96,7 +98,11 @@ bodies = st.one_of(
 fuzz = settings(
     max_examples=300,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
     derandomize=False,
 )
 
@@ -117,7 +123,9 @@ async def send(ingest: Ingest, provider: str, body: bytes, how: str) -> None:
 @pytest.mark.parametrize("provider", PROVIDERS)
 @fuzz
 @given(data=st.data())
-async def test_mutated_provider_payloads_never_cause_a_5xx(ingest: Ingest, provider: str, data: st.DataObject):
+async def test_mutated_provider_payloads_never_cause_a_5xx(
+    ingest: Ingest, provider: str, data: st.DataObject
+):
     body = data.draw(mutated(provider))
     await send(ingest, provider, body, data.draw(st.sampled_from(["signed", "signed", "signed", "unsigned"])))
 

@@ -18,22 +18,41 @@ pytestmark = pytest.mark.integration
 EXAMPLES = {
     ("meta", "meta-webhooks/meta-openapi__inbound_text.json"): [("inbound.received.v1", "text")],
     ("meta", "meta-webhooks/meta-openapi__inbound_image.json"): [("inbound.received.v1", "image")],
-    ("meta", "meta-webhooks/meta-openapi__inbound_interactive_button_reply.json"): [("inbound.received.v1", "interactive")],
-    ("meta", "meta-webhooks/meta-openapi__inbound_interactive_list_reply.json"): [("inbound.received.v1", "interactive")],
+    ("meta", "meta-webhooks/meta-openapi__inbound_interactive_button_reply.json"): [
+        ("inbound.received.v1", "interactive")
+    ],
+    ("meta", "meta-webhooks/meta-openapi__inbound_interactive_list_reply.json"): [
+        ("inbound.received.v1", "interactive")
+    ],
     ("meta", "meta-webhooks/meta-openapi__inbound_reaction.json"): [("inbound.received.v1", "reaction")],
-    ("meta", "meta-webhooks/meta-openapi__inbound_template_quick_reply_button.json"): [("inbound.received.v1", "button")],
-    ("meta", "meta-webhooks/meta-openapi__inbound_unsupported_with_errors.json"): [("inbound.received.v1", "unsupported")],
+    ("meta", "meta-webhooks/meta-openapi__inbound_template_quick_reply_button.json"): [
+        ("inbound.received.v1", "button")
+    ],
+    ("meta", "meta-webhooks/meta-openapi__inbound_unsupported_with_errors.json"): [
+        ("inbound.received.v1", "unsupported")
+    ],
     ("meta", "meta-webhooks/meta-openapi__system_user_changed_number.json"): [],
     ("meta", "meta-webhooks/pywa__status_sent.json"): [("delivery.status.v1", "sent")],
     ("meta", "meta-webhooks/pywa__status_delivered.json"): [("delivery.status.v1", "delivered")],
     ("meta", "meta-webhooks/pywa__status_read.json"): [("delivery.status.v1", "read")],
     ("meta", "meta-webhooks/pywa__status_failed.json"): [("delivery.status.v1", "failed")],
-    ("chatwoot", "chatwoot/examples/webhook_message_created_incoming_audio.constructed.json"): [("inbound.received.v1", "audio")],
-    ("chatwoot", "chatwoot/examples/webhook_message_created_outgoing_agent_input_select.constructed.json"): [],
+    ("chatwoot", "chatwoot/examples/webhook_message_created_incoming_audio.constructed.json"): [
+        ("inbound.received.v1", "audio")
+    ],
+    (
+        "chatwoot",
+        "chatwoot/examples/webhook_message_created_outgoing_agent_input_select.constructed.json",
+    ): [],
     ("chatwoot", "chatwoot/examples/webhook_conversation_status_changed.constructed.json"): [],
-    ("evolution", "evolution-api/examples/webhook_messages_upsert_text.constructed.json"): [("inbound.received.v1", "text")],
-    ("evolution", "evolution-api/examples/webhook_messages_upsert_voice_note.constructed.json"): [("inbound.received.v1", "voice")],
-    ("evolution", "evolution-api/examples/webhook_messages_update_read.constructed.json"): [("delivery.status.v1", "read")],
+    ("evolution", "evolution-api/examples/webhook_messages_upsert_text.constructed.json"): [
+        ("inbound.received.v1", "text")
+    ],
+    ("evolution", "evolution-api/examples/webhook_messages_upsert_voice_note.constructed.json"): [
+        ("inbound.received.v1", "voice")
+    ],
+    ("evolution", "evolution-api/examples/webhook_messages_update_read.constructed.json"): [
+        ("delivery.status.v1", "read")
+    ],
     ("evolution", "evolution-api/examples/webhook_connection_update_open.constructed.json"): [],
     ("evolution", "evolution-api/examples/webhook_qrcode_updated.constructed.json"): [],
     ("waha", "waha/examples/webhook_message.constructed.json"): [("inbound.received.v1", "text")],
@@ -65,13 +84,17 @@ async def deliveries(ingest: Ingest) -> list:
     async with ingest.runtime.engine.connect() as conn:
         return (
             await conn.execute(
-                sa.select(webhook_deliveries).where(webhook_deliveries.c.tenant_id == ingest.tenant_id).order_by(webhook_deliveries.c.id)
+                sa.select(webhook_deliveries)
+                .where(webhook_deliveries.c.tenant_id == ingest.tenant_id)
+                .order_by(webhook_deliveries.c.id)
             )
         ).all()
 
 
 @pytest.mark.parametrize(("provider", "path"), list(EXAMPLES), ids=[p.split("/")[-1] for _, p in EXAMPLES])
-async def test_every_example_payload_is_stored_verbatim_and_published(ingest: Ingest, provider: str, path: str):
+async def test_every_example_payload_is_stored_verbatim_and_published(
+    ingest: Ingest, provider: str, path: str
+):
     payload = example(path)
     raw = json.dumps(payload).encode()
     response = await ingest.post(provider, payload, raw=raw)
@@ -91,7 +114,9 @@ async def test_every_example_payload_is_stored_verbatim_and_published(ingest: In
 
 
 @pytest.mark.parametrize("name", list(PYWA_INBOUND))
-async def test_pywa_inbound_payloads_from_an_invalid_number_are_flagged_and_from_a_valid_one_published(ingest: Ingest, name: str):
+async def test_pywa_inbound_payloads_from_an_invalid_number_are_flagged_and_from_a_valid_one_published(
+    ingest: Ingest, name: str
+):
     payload = example(f"meta-webhooks/{name}")
     response = await ingest.post("meta", payload)
     assert response.status_code == 200
@@ -99,7 +124,9 @@ async def test_pywa_inbound_payloads_from_an_invalid_number_are_flagged_and_from
     stored = await deliveries(ingest)
     assert stored[-1].outcome == "unrecognised" and "+972987654321" in stored[-1].note
 
-    valid = json.loads(json.dumps(payload).replace("972987654321", "5511999998888").replace("wamid.xyzxyz", "wamid.valid"))
+    valid = json.loads(
+        json.dumps(payload).replace("972987654321", "5511999998888").replace("wamid.xyzxyz", "wamid.valid")
+    )
     assert (await ingest.post("meta", valid)).status_code == 200
     published = await ingest.events(1, within=15)
     assert [kind_of(e) for e in published] == [PYWA_INBOUND[name]]
@@ -122,7 +149,9 @@ async def test_the_same_message_or_status_twice_is_stored_once_and_published_onc
     assert sorted(e["type"] for e in published) == ["delivery.status.v1", "inbound.received.v1"]
     outcomes = [r.outcome for r in await deliveries(ingest)]
     assert outcomes == ["accepted", "accepted", "duplicate", "duplicate"]
-    assert [bytes(r.body) for r in await deliveries(ingest)][2:] == [b"", b""], "a duplicate body is not kept twice"
+    assert [bytes(r.body) for r in await deliveries(ingest)][2:] == [b"", b""], (
+        "a duplicate body is not kept twice"
+    )
     # the same wamid with a new status is news
     delivered = json.loads(json.dumps(status).replace('"read"', '"delivered"'))
     assert (await ingest.post("meta", delivered)).json()["events"] == 1
@@ -133,7 +162,9 @@ async def test_a_batch_with_several_entries_messages_and_statuses_publishes_each
     reaction = example("meta-webhooks/meta-openapi__inbound_reaction.json")
     sent = example("meta-webhooks/pywa__status_sent.json")
     batch = copy.deepcopy(text)
-    reaction["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = "wamid.reaction"  # the spec reuses one id
+    reaction["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = (
+        "wamid.reaction"  # the spec reuses one id
+    )
     batch["entry"].append(reaction["entry"][0])
     batch["entry"][0]["changes"][0]["value"]["statuses"] = sent["entry"][0]["changes"][0]["value"]["statuses"]
     second = copy.deepcopy(text["entry"][0]["changes"][0]["value"]["messages"][0])
@@ -163,7 +194,9 @@ async def test_a_bad_signature_gets_401_and_nothing_is_stored(ingest: Ingest, pr
 
 
 async def test_a_stale_chatwoot_timestamp_is_a_replay(ingest: Ingest):
-    body = json.dumps(example("chatwoot/examples/webhook_message_created_incoming_audio.constructed.json")).encode()
+    body = json.dumps(
+        example("chatwoot/examples/webhook_message_created_incoming_audio.constructed.json")
+    ).encode()
     stale = signed_headers("chatwoot", body, timestamp=int(time.time()) - 3600)
     response = await ingest.post("chatwoot", None, raw=body, headers=stale)
     assert response.status_code == 401
@@ -189,7 +222,10 @@ async def test_oversized_malformed_and_unknown_source(ingest: Ingest):
 async def test_a_verified_body_of_unknown_shape_is_stored_and_flagged(ingest: Ingest):
     for payload in ({"object": "page", "entry": []}, [1, 2, 3], "just a string"):
         assert (await ingest.post("meta", payload)).json()["status"] == "unrecognised"
-    unknown_field = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "account_update", "value": {}}]}]}
+    unknown_field = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "account_update", "value": {}}]}],
+    }
     assert (await ingest.post("meta", unknown_field)).json()["status"] == "unrecognised"
     stored = await deliveries(ingest)
     assert [r.outcome for r in stored] == ["unrecognised"] * 4
@@ -200,9 +236,13 @@ async def test_a_verified_body_of_unknown_shape_is_stored_and_flagged(ingest: In
 
 async def test_meta_subscription_handshake(ingest: Ingest):
     url = await ingest.url("meta")
-    ok = await ingest.client.get(url, params={"hub.mode": "subscribe", "hub.verify_token": "verify-me", "hub.challenge": "1158201444"})
+    ok = await ingest.client.get(
+        url, params={"hub.mode": "subscribe", "hub.verify_token": "verify-me", "hub.challenge": "1158201444"}
+    )
     assert ok.status_code == 200 and ok.text == "1158201444"
-    wrong = await ingest.client.get(url, params={"hub.mode": "subscribe", "hub.verify_token": "nope", "hub.challenge": "1"})
+    wrong = await ingest.client.get(
+        url, params={"hub.mode": "subscribe", "hub.verify_token": "nope", "hub.challenge": "1"}
+    )
     assert wrong.status_code == 403
 
 
@@ -217,7 +257,9 @@ async def test_sources_are_the_tenants_own_and_secrets_are_never_returned(ingest
     )
     assert missing.status_code == 422 and "verify_token" in missing.json()["message"]
     source_id = listed[0]["id"]
-    assert (await ingest.client.delete(f"/v1/webhook-sources/{source_id}", headers=ingest.auth)).status_code == 204
+    assert (
+        await ingest.client.delete(f"/v1/webhook-sources/{source_id}", headers=ingest.auth)
+    ).status_code == 204
     body = json.dumps(example("meta-webhooks/meta-openapi__inbound_text.json")).encode()
     gone = await ingest.client.post(url, content=body, headers=signed_headers("meta", body))
     assert gone.status_code == 404
