@@ -103,4 +103,5 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         TemplateStatusChanged,
     )
     app = runtime.create_app([api, *webhook_routes])
-    return runtime, app
+    # provider webhooks skip FastAPI's per-request machinery (see services/ingest/fastpath.py)
+    return runtime, runtime.webhook_fast_path.wrap(app)  # type: ignore[attr-defined]

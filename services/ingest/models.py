@@ -58,7 +58,7 @@ webhook_keys = sa.Table(
     sa.Column("tenant_id", pg.UUID(as_uuid=True), primary_key=True),
     sa.Column("provider", sa.Text, primary_key=True),
     sa.Column("dedupe_key", sa.Text, primary_key=True),
-    sa.Column("delivery_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("delivery_id", sa.BigInteger, nullable=False),
     sa.Column("phone_hash", sa.Text, nullable=True),
 )
 sa.Index("ix_webhook_keys_phone", webhook_keys.c.tenant_id, webhook_keys.c.phone_hash)

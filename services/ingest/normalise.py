@@ -13,6 +13,7 @@ marketing preference.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import uuid
@@ -88,14 +89,23 @@ class _Skip(Exception):
     """A part of the body that cannot become an event; its message becomes a note."""
 
 
+@functools.lru_cache(maxsize=65_536)
+def _e164(digits: str) -> str | InvalidPhoneNumber:
+    """libphonenumber parsing is the dearest step of normalising a message; senders repeat."""
+    try:
+        return normalize_e164(digits if digits.startswith("+") else "+" + digits)
+    except InvalidPhoneNumber as exc:
+        return exc
+
+
 def _phone(raw: Any) -> str:
     digits = str(raw or "").split("@", 1)[0].split(":", 1)[0].strip()
     if not digits:
         raise _Skip("no sender phone number")
-    try:
-        return normalize_e164(digits if digits.startswith("+") else "+" + digits)
-    except InvalidPhoneNumber as exc:
-        raise _Skip(str(exc)) from None
+    result = _e164(digits[:40])
+    if isinstance(result, InvalidPhoneNumber):
+        raise _Skip(str(result))
+    return result
 
 
 def _phone_or_none(raw: Any) -> str | None:

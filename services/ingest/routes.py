@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from services.ingest import verify
 from services.ingest.blobs import BlobStore, GcsBlobStore, LocalBlobStore, S3BlobStore
+from services.ingest.fastpath import WebhookFastPath
 from services.ingest.media import MediaWorker, user_prefix
 from services.ingest.models import (
     contacts,
@@ -30,6 +32,7 @@ from services.ingest.normalise import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, keyword_f
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks import (
     PROVIDERS,
+    CoalescingWaker,
     Directory,
     Malformed,
     WebhookStore,
@@ -151,6 +154,7 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
             await blobs.close()
 
     runtime.add_loop("webhook-pool", close_pool)
+    relay_waker = CoalescingWaker(runtime.relay.wake, settings.relay_coalesce_seconds)
     runtime.webhooks = (directory, store, worker, blobs)  # type: ignore[attr-defined]
 
     hooks = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -174,11 +178,13 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
             )
         return source
 
-    async def post_webhook(provider: str, source_id: str, request: Request) -> JSONResponse:
+    async def process(
+        provider: str, source_id: str, body: bytes, headers: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Verify, store and answer one webhook; raises ``ApiError`` for every refusal."""
         source = await _source(provider, source_id)
-        body = await _read_body(request, settings.max_body_bytes)
         try:
-            check(source, body, request.headers, chatwoot_skew=settings.chatwoot_max_skew_seconds)
+            check(source, body, headers, chatwoot_skew=settings.chatwoot_max_skew_seconds)
         except verify.Unverified as exc:
             log.warning("webhook refused", provider=provider, source=str(source.id), reason=exc.reason)
             try:
@@ -188,7 +194,13 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
             raise ApiError(401, "unauthorized", exc.message) from None
         try:
             received = await receive(
-                source=source, body=body, headers=request.headers, directory=directory, store=store
+                source=source,
+                body=body,
+                headers=headers,
+                directory=directory,
+                store=store,
+                wake_relay=relay_waker,
+                wake_media=worker.wake,
             )
         except Malformed as exc:
             raise ApiError(400, "malformed_json", str(exc)) from None
@@ -196,9 +208,13 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
             if is_transient_db_error(exc) or isinstance(exc, TimeoutError):
                 raise ApiError(503, "unavailable", "could not store the webhook; retry") from exc
             raise
-        return JSONResponse(
-            {"status": received.outcome, "events": received.events, "duplicates": received.duplicates}
-        )
+        return {"status": received.outcome, "events": received.events, "duplicates": received.duplicates}
+
+    async def post_webhook(provider: str, source_id: str, request: Request) -> JSONResponse:
+        body = await _read_body(request, settings.max_body_bytes)
+        return JSONResponse(await process(provider, source_id, body, request.headers))
+
+    runtime.webhook_fast_path = WebhookFastPath(process, settings.max_body_bytes)  # type: ignore[attr-defined]
 
     for name in PROVIDERS:
 

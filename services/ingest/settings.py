@@ -24,6 +24,9 @@ class IngestSettings(HeraldSettings):
         ge=0,
         description="How long a replica keeps a webhook source, a tenant's keywords and contact map in memory.",
     )
+    relay_coalesce_seconds: float = Field(
+        default=0.25, ge=0, description="Webhook commits within this time wake the outbox relay once."
+    )
     # --- media ---
     blob_store: Literal["local", "s3", "gcs"] = "local"
     blob_dir: Path = Path(".herald/blobs")

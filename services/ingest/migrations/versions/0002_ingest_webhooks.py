@@ -58,7 +58,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "provider", "dedupe_key"),
         schema=S,
     )
-    op.create_index("ix_ingest_webhook_keys_delivery_id", "webhook_keys", ["delivery_id"], schema=S)
     op.create_index("ix_webhook_keys_phone", "webhook_keys", ["tenant_id", "phone_hash"], schema=S)
     op.create_table(
         "contacts",
