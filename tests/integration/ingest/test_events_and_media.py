@@ -282,3 +282,44 @@ async def test_contacts_are_listed_mapped_to_users_and_a_users_data_erased(inges
     assert (await ingest.client.delete("/v1/users/user-42/data", headers=ingest.auth)).status_code == 404
     other = await ingest.client.get("/v1/contacts", headers={"Authorization": "Bearer hk_wrong"})
     assert other.status_code == 401
+
+
+async def test_media_of_a_type_not_accepted_is_not_stored_and_the_message_says_why(ingest: Ingest):
+    ingest.media.put("tool.exe", b"MZ" + bytes(100), "application/x-msdownload")
+    body = example("chatwoot/examples/webhook_message_created_incoming_audio.constructed.json")
+    body["attachments"][0].update(file_type="file", data_url=f"{ingest.media.url}/files/tool.exe")
+    await ingest.post("chatwoot", body)
+    data = (await ingest.events(1, within=20))[0]["data"]
+    assert data["kind"] == "document"
+    assert "application/x-msdownload" in data["media"]["error"] and "blob_key" not in data["media"]
+
+
+async def test_chatwoot_quick_reply_answer_and_outgoing_status(ingest: Ingest):
+    select = example("chatwoot/examples/webhook_message_created_outgoing_agent_input_select.constructed.json")
+    answered = {
+        **select,
+        "event": "message_updated",
+        "content_attributes": {
+            **select["content_attributes"],
+            "submitted_values": [{"title": "Reschedule", "value": "reschedule"}],
+        },
+    }
+    delivered = {
+        **select,
+        "event": "message_updated",
+        "content_type": "text",
+        "status": "delivered",
+        "source_id": "wamid.out1",
+    }
+    assert (await ingest.post("chatwoot", answered)).json()["events"] == 1
+    assert (await ingest.post("chatwoot", delivered)).json()["events"] == 1
+    got = {e["type"]: e["data"] for e in await ingest.events(2)}
+    reply = got["inbound.received.v1"]
+    assert (reply["kind"], reply["payload"], reply["title"], reply["from_phone"]) == (
+        "interactive",
+        "reschedule",
+        "Reschedule",
+        "+5511999998888",
+    )
+    assert got["delivery.status.v1"]["status"] == "delivered"
+    assert got["delivery.status.v1"]["provider_message_id"] == "wamid.out1"
