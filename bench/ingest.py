@@ -91,6 +91,15 @@ def webhook(run: str, i: int) -> bytes:
     ).encode()
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc (0 where /proc is not there)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def signed(body: bytes) -> dict[str, str]:
     signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     return {"X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"}
@@ -277,14 +286,25 @@ async def bench(
         )
 
         await load(ingest.url, path, warm, args.concurrency)
+        assert ingest.proc is not None
+        cpu = cpu_seconds(ingest.proc.pid)
         elapsed, lat, codes = await load(ingest.url, path, bodies, args.concurrency)
         ingest_rate = figures("ingest   ", args.webhooks, elapsed, lat, codes)
+        ingest_cpu = (cpu_seconds(ingest.proc.pid) - cpu) / args.webhooks
         ingest_p99 = pct(lat, 99)
 
         bare_url = f"http://127.0.0.1:{bare_port}"
         await load(bare_url, "/bare", warm, args.concurrency)
+        cpu = cpu_seconds(bare.pid)
         elapsed, lat, codes = await load(bare_url, "/bare", bodies, args.concurrency)
         bare_rate = figures("bare app ", args.webhooks, elapsed, lat, codes)
+        bare_cpu = (cpu_seconds(bare.pid) - cpu) / args.webhooks
+        load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        say(
+            f"CPU per webhook: ingest process {ingest_cpu * 1000:.2f} ms (HTTP, verification, normalisation, "
+            f"the outbox relay's publishing), bare app {bare_cpu * 1000:.2f} ms; "
+            f"machine load average {load_avg:.1f} on {os.cpu_count()} CPUs"
+        )
         ratio = ingest_rate / bare_rate
         say(
             f"ratio ingest/bare: {ratio:.2f} (target >= 0.80: {'met' if ratio >= 0.8 else 'NOT met'}); "
