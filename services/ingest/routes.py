@@ -141,7 +141,7 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
     directory = Directory(
         runtime.engine, runtime.secrets, settings.secret_key.get_secret_value(), settings.cache_seconds
     )
-    store = WebhookStore(settings.database_url, settings.webhook_pool_size)
+    store = WebhookStore(settings.database_url, settings.webhook_pool_size, settings.webhook_timeout_seconds)
     blobs = make_blob_store(settings)
     worker = MediaWorker(runtime, settings, blobs, settings.secret_key.get_secret_value())
     runtime.add_loop("media-worker", worker.run)

@@ -16,6 +16,12 @@ class IngestSettings(HeraldSettings):
     webhook_pool_size: int = Field(
         default=20, ge=1, description="asyncpg connections of the webhook hot path (one statement each)."
     )
+    webhook_timeout_seconds: float = Field(
+        default=4.0,
+        gt=0,
+        description="A webhook not stored within this time gets 503, inside Chatwoot's 5 s timeout (it does "
+        "not retry, Meta/Evolution/WAHA do; a store that committed anyway makes the retry a duplicate).",
+    )
     chatwoot_max_skew_seconds: float = Field(
         default=300, gt=0, description="X-Chatwoot-Timestamp further than this from now is a replay: 401."
     )

@@ -194,7 +194,8 @@ async def _no_reset(_conn: asyncpg.Connection) -> None:
 
 
 class WebhookStore:
-    def __init__(self, database_url: str, pool_size: int) -> None:
+    def __init__(self, database_url: str, pool_size: int, timeout: float = 4.0) -> None:
+        self.timeout = timeout
         self.dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -220,8 +221,9 @@ class WebhookStore:
             self._pool = None
 
     async def store(self, args: list[Any]) -> asyncpg.Record:
-        pool = await self.pool()
-        return await pool.fetchrow(STORE_SQL, *args, timeout=10)
+        async with asyncio.timeout(self.timeout):
+            pool = await self.pool()
+            return await pool.fetchrow(STORE_SQL, *args)
 
 
 @dataclass(frozen=True)
