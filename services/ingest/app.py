@@ -11,9 +11,16 @@ from pydantic import BaseModel
 from services.ingest import handlers
 from services.ingest.domain import EventRejected, validate_inbound_event
 from services.ingest.models import SCHEMA, metadata
+from services.ingest.routes import build_webhook_routes
 from services.ingest.settings import IngestSettings
 from shared.api import ERROR_RESPONSES, ApiError
-from shared.events import CATALOGUE, PUBLIC_INPUT_TYPES
+from shared.events import (
+    CATALOGUE,
+    PUBLIC_INPUT_TYPES,
+    DeliveryStatus,
+    InboundReceived,
+    TemplateStatusChanged,
+)
 from shared.service import ServiceRuntime
 from shared.tenancy import Tenant
 
@@ -87,7 +94,14 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
             ).model_dump(),
         )
 
-    # what ingest publishes today is exactly what other systems may post
-    runtime.declare_publishes(*(CATALOGUE[t] for t in sorted(PUBLIC_INPUT_TYPES)))
-    app = runtime.create_app([api])
-    return runtime, app
+    webhook_routes = build_webhook_routes(runtime, settings)
+    # what other systems may post, plus the facts ingest states from provider webhooks
+    runtime.declare_publishes(
+        *(CATALOGUE[t] for t in sorted(PUBLIC_INPUT_TYPES)),
+        InboundReceived,
+        DeliveryStatus,
+        TemplateStatusChanged,
+    )
+    app = runtime.create_app([api, *webhook_routes])
+    # provider webhooks skip FastAPI's per-request machinery (see services/ingest/fastpath.py)
+    return runtime, runtime.webhook_fast_path.wrap(app)  # type: ignore[attr-defined]

@@ -51,10 +51,10 @@ async def test_every_schema_is_migrated_to_head(infra: Infra):
                 version = (
                     await conn.execute(sa.text(f'SELECT version_num FROM "{schema}".alembic_version'))
                 ).scalar_one()
-                # the head of that schema's own migration folder (each service adds its own 000N)
+                # the head of that schema's own migration scripts (services add 0002_… and later)
                 head = ScriptDirectory.from_config(
                     alembic_config(schema, infra.database_url)
                 ).get_current_head()
-                assert version == head, schema
+                assert version == head, f"{schema} is at {version}, its migrations' head is {head}"
     finally:
         await engine.dispose()

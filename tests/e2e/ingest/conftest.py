@@ -1,0 +1,28 @@
+"""Ingest alone as a real process (``herald run ingest``) on the session's infrastructure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.processes import ServiceProcess, free_port, herald_cli
+from tests.conftest import Infra
+
+
+@pytest.fixture(scope="module")
+def ingest_process(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServiceProcess, dict[str, str]]]:
+    tmp = Path(tmp_path_factory.mktemp("ingest-e2e"))
+    env = infra.service_env(INGEST_BLOB_DIR=str(tmp / "blobs"), HERALD_OUTBOX_POLL_SECONDS="0.5")
+    service = ServiceProcess("ingest", free_port(), env, tmp / "ingest.log")
+    service.start()
+    try:
+        service.wait_ready()
+        tenant = json.loads(herald_cli(env, "tenant", "create", f"ingest-e2e-{free_port()}", "--json"))
+        yield service, tenant
+    finally:
+        service.terminate()
