@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
 from services.sender.providers.base import ChannelConfig, Content, Outbound
 from shared.events import (
     ButtonsContent,
@@ -21,6 +24,16 @@ from shared.events import (
 
 TENANT = uuid.UUID("00000000-0000-0000-0000-0000000000aa")
 RECIPIENT = "+5511999998888"
+
+
+#: the transports the adapters meet: httpx's own, and the aiohttp one the sender runs with
+TRANSPORTS = ["httpx", "aiohttp"]
+
+
+def http_client(transport: str, timeout: float = 0.5) -> httpx.AsyncClient:
+    if transport == "aiohttp":
+        return httpx.AsyncClient(transport=AiohttpTransport(), timeout=httpx.Timeout(timeout))
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout))
 
 
 def channel(

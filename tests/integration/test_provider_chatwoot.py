@@ -14,7 +14,17 @@ from devtools.fake_providers.chatwoot import FakeChatwoot
 from services.sender.providers.base import Failure, LookupUnsupported, MemoryMappingStore, ProviderError
 from services.sender.providers.chatwoot import ChatwootProvider
 from shared.events import MediaContent, TemplateButton, TemplateHeader
-from tests.integration._gateways import BUTTONS, LIST, RECIPIENT, TEMPLATE, TEXT, channel, outbound
+from tests.integration._gateways import (
+    BUTTONS,
+    LIST,
+    RECIPIENT,
+    TEMPLATE,
+    TEXT,
+    TRANSPORTS,
+    channel,
+    http_client,
+    outbound,
+)
 
 ACCOUNT, INBOX = 3, 7
 PREFIX = f"/api/v1/accounts/{ACCOUNT}"
@@ -27,9 +37,9 @@ async def chatwoot() -> AsyncIterator[FakeChatwoot]:
         yield fake
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(0.5)) as client:
+@pytest.fixture(params=TRANSPORTS)
+async def http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(request.param) as client:
         yield client
 
 
@@ -358,7 +368,7 @@ async def test_a_timeout_is_retried(chatwoot: FakeChatwoot, http: httpx.AsyncCli
 
 
 async def test_a_dropped_connection_is_retried(chatwoot: FakeChatwoot, http: httpx.AsyncClient) -> None:
-    chatwoot.drop(path="/conversations")
+    chatwoot.drop(path="/messages")
     error = await _send_error(chatwoot, http)
     assert (error.failure, error.code) == (Failure.RETRY, "connection")
 

@@ -22,8 +22,10 @@ from tests.integration._gateways import (
     NUMBERED_LIST,
     TEMPLATE,
     TEXT,
+    TRANSPORTS,
     VIDEO,
     channel,
+    http_client,
     outbound,
 )
 
@@ -36,9 +38,9 @@ async def evolution() -> AsyncIterator[FakeEvolution]:
         yield fake
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(0.5)) as client:
+@pytest.fixture(params=TRANSPORTS)
+async def http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(request.param) as client:
         yield client
 
 

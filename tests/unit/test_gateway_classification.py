@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import aiohttp
 import httpx
 import pytest
 
@@ -69,6 +70,17 @@ def test_transport_failures_are_retried_with_their_own_codes() -> None:
     assert (dropped.failure, dropped.code) == (Failure.RETRY, "connection")
 
 
+def test_aiohttp_transport_errors_are_told_apart_by_their_cause() -> None:
+    """httpx-aiohttp maps every aiohttp connection error to ConnectTimeout; a dropped connection
+    is still a connection error, and a read timeout still a timeout."""
+    dropped = httpx.ConnectTimeout("Server disconnected")
+    dropped.__cause__ = aiohttp.ServerDisconnectedError()
+    slow = httpx.ReadTimeout("Timeout on reading data from socket")
+    slow.__cause__ = aiohttp.SocketTimeoutError()
+    assert gateway.transport_error("WAHA", dropped).code == "connection"
+    assert gateway.transport_error("WAHA", slow).code == "timeout"
+
+
 # --- Evolution ----------------------------------------------------------------------------
 
 
@@ -84,7 +96,11 @@ def test_evolution_number_not_on_whatsapp_is_permanent() -> None:
 
 
 def test_evolution_other_bad_requests_are_permanent_with_their_message() -> None:
-    body = {"status": 400, "error": "Bad Request", "response": {"message": ['instance requires property "text"']}}
+    body = {
+        "status": 400,
+        "error": "Bad Request",
+        "response": {"message": ['instance requires property "text"']},
+    }
     error = classify_evolution_error(400, body)
     assert (error.failure, error.code) == (Failure.PERMANENT, "400")
     assert 'requires property "text"' in error.reason
@@ -97,7 +113,9 @@ def test_evolution_missing_instance_is_permanent() -> None:
     assert "'instance' setting" in error.reason
 
 
-@pytest.mark.parametrize(("status", "failure"), [(401, Failure.PAUSE_CHANNEL), (500, Failure.RETRY), (429, Failure.RETRY)])
+@pytest.mark.parametrize(
+    ("status", "failure"), [(401, Failure.PAUSE_CHANNEL), (500, Failure.RETRY), (429, Failure.RETRY)]
+)
 def test_evolution_auth_and_server_errors(status: int, failure: Failure) -> None:
     body = {"status": status, "error": "x", "response": {"message": "Unauthorized"}}
     assert classify_evolution_error(status, body).failure is failure
@@ -136,18 +154,31 @@ def test_waha_session_states(state: str, failure: Failure) -> None:
 
 
 def test_waha_missing_session_and_validation_are_permanent() -> None:
-    missing = classify_waha_error(404, {"statusCode": 404, "message": "We didn't find a session", "error": "Not Found"})
-    invalid = classify_waha_error(400, {"statusCode": 400, "message": ["chatId must be a string"], "error": "Bad Request"})
+    missing = classify_waha_error(
+        404, {"statusCode": 404, "message": "We didn't find a session", "error": "Not Found"}
+    )
+    invalid = classify_waha_error(
+        400, {"statusCode": 400, "message": ["chatId must be a string"], "error": "Bad Request"}
+    )
     plain_422 = classify_waha_error(422, {"statusCode": 422, "message": "file.url is not reachable"})
     assert (missing.failure, missing.code) == (Failure.PERMANENT, "session_not_found")
-    assert (invalid.failure, invalid.reason) == (Failure.PERMANENT, "WAHA refused the message (400): chatId must be a string")
+    assert (invalid.failure, invalid.reason) == (
+        Failure.PERMANENT,
+        "WAHA refused the message (400): chatId must be a string",
+    )
     assert plain_422.failure is Failure.PERMANENT
 
 
 def test_waha_not_implemented_auth_and_server_errors() -> None:
     assert classify_waha_error(501, {"message": "Available in WAHA Plus"}).code == "not_implemented"
-    assert classify_waha_error(401, {"message": "Unauthorized", "statusCode": 401}).failure is Failure.PAUSE_CHANNEL
-    assert classify_waha_error(500, {"statusCode": 500, "message": "Internal server error"}).failure is Failure.RETRY
+    assert (
+        classify_waha_error(401, {"message": "Unauthorized", "statusCode": 401}).failure
+        is Failure.PAUSE_CHANNEL
+    )
+    assert (
+        classify_waha_error(500, {"statusCode": 500, "message": "Internal server error"}).failure
+        is Failure.RETRY
+    )
 
 
 @pytest.mark.parametrize(
@@ -173,7 +204,11 @@ def test_waha_message_id_from_each_engine(payload: object, expected: str | None)
         (401, {"error": "Invalid Access Token"}, Failure.PAUSE_CHANNEL),
         (403, {"error": "You are not authorized to do this action"}, Failure.PAUSE_CHANNEL),
         (404, {"error": "Resource could not be found"}, Failure.PERMANENT),
-        (422, {"message": "Phone number should be in e164 format", "attributes": ["phone_number"]}, Failure.PERMANENT),
+        (
+            422,
+            {"message": "Phone number should be in e164 format", "attributes": ["phone_number"]},
+            Failure.PERMANENT,
+        ),
         (400, {"errors": [{"message": "bad"}]}, Failure.PERMANENT),
         (429, None, Failure.RETRY),
         (500, None, Failure.RETRY),
@@ -187,12 +222,16 @@ def test_chatwoot_answers(status: int, body: object, failure: Failure) -> None:
 
 
 def test_chatwoot_reasons_say_what_was_being_done_and_what_to_fix() -> None:
-    missing = classify_chatwoot_error(404, {"error": "Resource could not be found"}, step="create the contact")
+    missing = classify_chatwoot_error(
+        404, {"error": "Resource could not be found"}, step="create the contact"
+    )
     assert missing.reason == (
         "Chatwoot could not create the contact (404: Resource could not be found): "
         "check the channel's account_id and inbox_id"
     )
-    invalid = classify_chatwoot_error(422, {"message": "Phone number should be in e164 format"}, step="create the contact")
+    invalid = classify_chatwoot_error(
+        422, {"message": "Phone number should be in e164 format"}, step="create the contact"
+    )
     assert "Phone number should be in e164 format" in invalid.reason
 
 
@@ -215,6 +254,6 @@ def test_media_mime_type(link: str, given: str | None, expected: str) -> None:
 def test_media_filename_falls_back_to_the_link_then_the_kind() -> None:
     assert gateway.media_filename(MediaContent(kind="document", link="https://x.io/f/r.pdf")) == "r.pdf"
     assert gateway.media_filename(MediaContent(kind="document", link="https://x.io/")) == "document"
-    assert gateway.media_filename(MediaContent(kind="document", link="https://x.io/r.pdf", filename="Receipt.pdf")) == (
-        "Receipt.pdf"
-    )
+    assert gateway.media_filename(
+        MediaContent(kind="document", link="https://x.io/r.pdf", filename="Receipt.pdf")
+    ) == ("Receipt.pdf")

@@ -43,10 +43,19 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def _is_timeout(exc: httpx.TransportError) -> bool:
+    """Whether no answer came in time. httpx-aiohttp maps every aiohttp connection error (a
+    dropped connection too) to ``ConnectTimeout``: the aiohttp cause tells the two apart."""
+    cause = exc.__cause__
+    if cause is not None and type(cause).__module__.startswith("aiohttp"):
+        return isinstance(cause, TimeoutError)
+    return isinstance(exc, httpx.TimeoutException)
+
+
 def transport_error(provider: str, exc: httpx.TransportError) -> ProviderError:
     """A request that got no HTTP answer: retry. A timeout may hide a message the gateway did
     send; the sender's reconciliation rule covers that, not the adapter."""
-    if isinstance(exc, httpx.TimeoutException):
+    if _is_timeout(exc):
         return ProviderError(
             f"{provider} did not answer in time ({type(exc).__name__}); will retry",
             failure=Failure.RETRY,
