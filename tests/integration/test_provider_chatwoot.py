@@ -151,6 +151,38 @@ async def test_only_resolved_conversations_means_a_new_one(
     assert chatwoot.messages[-1]["conversation_id"] == 2
 
 
+EMPTY_SEARCH = {"meta": {"count": 0, "current_page": 1}, "payload": []}
+
+
+async def test_a_contact_created_meanwhile_by_another_sender_is_found_again(
+    chatwoot: FakeChatwoot, http: httpx.AsyncClient
+) -> None:
+    contact = chatwoot.add_contact(RECIPIENT)
+    chatwoot.fail(200, EMPTY_SEARCH, path="/contacts/search")  # the first search misses it
+
+    await ChatwootProvider(http, MemoryMappingStore()).send(_channel(chatwoot), outbound(TEXT))
+
+    assert _calls(chatwoot)[:4] == [
+        ("GET", "/contacts/search"),
+        ("POST", "/contacts"),  # 422 "Phone number has already been taken"
+        ("GET", "/contacts/search"),
+        ("GET", f"/contacts/{contact['id']}/conversations"),
+    ]
+    assert len(chatwoot.contacts) == 1
+    assert chatwoot.messages[-1]["content"] == TEXT.body
+
+
+async def test_a_contact_search_never_returns_fails_with_what_to_check(
+    chatwoot: FakeChatwoot, http: httpx.AsyncClient
+) -> None:
+    chatwoot.add_contact(RECIPIENT)
+    chatwoot.fail(200, EMPTY_SEARCH, path="/contacts/search", times=2)
+    with pytest.raises(ProviderError) as caught:
+        await ChatwootProvider(http, MemoryMappingStore()).send(_channel(chatwoot), outbound(TEXT))
+    assert (caught.value.failure, caught.value.code) == (Failure.PERMANENT, "contact_not_found")
+    assert chatwoot.messages == []
+
+
 @pytest.mark.parametrize(
     ("content", "expected", "degraded"),
     [

@@ -283,7 +283,7 @@ class ChatwootProvider:
         self, channel: ChannelConfig, account_id: int, inbox_id: int, phone: str
     ) -> tuple[int, str | None]:
         """(contact id, its source id in the inbox if known): found by exact phone, else created."""
-        for attempt in range(2):
+        for _ in range(2):
             found = await self._request(
                 channel,
                 "GET",
@@ -311,7 +311,7 @@ class ChatwootProvider:
                 json={"inbox_id": inbox_id, "name": phone, "phone_number": phone},
             )
             body = gateway.json_body(response)
-            if response.status_code == 422 and attempt == 0 and "taken" in gateway.error_detail(body, ""):
+            if response.status_code == 422 and "taken" in gateway.error_detail(body, ""):
                 continue  # created meanwhile by another sender: search again
             if response.status_code >= 300:
                 raise classify_chatwoot_error(
@@ -322,9 +322,10 @@ class ChatwootProvider:
             source_id = (payload.get("contact_inbox") or {}).get("source_id")
             return int(contact["id"]), source_id
         raise ProviderError(
-            f"Chatwoot says a contact with {phone} exists but search does not find it; will retry",
-            failure=Failure.RETRY,
-            code="contact_race",
+            f"Chatwoot says a contact with {phone} exists but its search does not return it: check "
+            "that contact's phone number in Chatwoot",
+            failure=Failure.PERMANENT,
+            code="contact_not_found",
         )
 
     async def _conversation(
