@@ -1,0 +1,147 @@
+"""A local WAHA (2024.9 API) for tests: the send endpoints of
+``../shared/contracts/waha/waha-openapi-v2024.9.json`` with their auth, validation and errors.
+
+- auth: header ``X-Api-Key``; missing or wrong → 401 ``{"message": "Unauthorized", "statusCode": 401}``
+- ``POST /api/sendText`` (``chatId``, ``text``, ``session``), ``/api/sendImage`` and
+  ``/api/sendFile`` (``file`` = RemoteFile ``{mimetype, url, filename?}``, ``caption?``),
+  ``/api/sendVideo`` (file needs ``filename`` too), ``/api/sendVoice`` (file ``{mimetype, url}``)
+  → 201 with a ``WAMessage`` whose ``id`` is ``true_<chatId>_<id>``
+- validation failures → 400 (NestJS: ``{"statusCode": 400, "message": [...], "error": "Bad Request"}``)
+- an unknown session → 404; a session not WORKING (``set_session_status``) → 422 with its status
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from devtools.fake_providers._gateway import RECEIVED, FakeGateway, json_response, run_standalone
+
+CHAT_ID = re.compile(r"^[0-9]{5,20}@(c\.us|g\.us|lid|newsletter)$")
+_FILE_ENDPOINTS = {
+    "/api/sendImage": False,
+    "/api/sendFile": False,
+    "/api/sendVideo": True,
+    "/api/sendVoice": False,
+}
+
+
+def _bad_request(*messages: str) -> web.Response:
+    return json_response({"statusCode": 400, "message": list(messages), "error": "Bad Request"}, status=400)
+
+
+class FakeWaha(FakeGateway):
+    def __init__(
+        self, *, api_key: str = "waha-key", sessions: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.api_key = api_key
+        #: session name → status (WORKING, STARTING, SCAN_QR_CODE, STOPPED, FAILED)
+        self.sessions: dict[str, str] = dict(sessions or {"default": "WORKING"})
+        self.me = "5511888887777@c.us"
+        self.sent: list[dict[str, Any]] = []
+
+    def set_session_status(self, session: str, status: str) -> None:
+        self.sessions[session] = status
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/sendText", self._send)
+        for path in _FILE_ENDPOINTS:
+            app.router.add_post(path, self._send)
+
+    async def _send(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("X-Api-Key") != self.api_key:
+            return json_response({"message": "Unauthorized", "statusCode": 401}, status=401)
+        body = request[RECEIVED].json
+        if not isinstance(body, dict):
+            return _bad_request("body must be a JSON object")
+        problems = []
+        chat_id = body.get("chatId")
+        if not isinstance(chat_id, str) or not chat_id:
+            problems.append("chatId must be a string")
+        session = body.get("session")
+        if not isinstance(session, str) or not session:
+            problems.append("session must be a string")
+        if request.path == "/api/sendText":
+            if not isinstance(body.get("text"), str):
+                problems.append("text must be a string")
+        else:
+            file = body.get("file")
+            if not isinstance(file, dict):
+                problems.append("file must be an object")
+            else:
+                if not isinstance(file.get("mimetype"), str) or not file.get("mimetype"):
+                    problems.append("file.mimetype must be a string")
+                if not isinstance(file.get("url"), str) and not isinstance(file.get("data"), str):
+                    problems.append("file.url or file.data must be a string")
+                if _FILE_ENDPOINTS[request.path] and not file.get("filename"):
+                    problems.append("file.filename must be a string")
+            if "caption" in body and not isinstance(body["caption"], str):
+                problems.append("caption must be a string")
+        if problems:
+            return _bad_request(*problems)
+        if session not in self.sessions:
+            return json_response(
+                {
+                    "statusCode": 404,
+                    "message": f"We didn't find a session with name '{session}'. Please start it first "
+                    f"by using POST /api/sessions/{session}/start request",
+                    "error": "Not Found",
+                },
+                status=404,
+            )
+        status = self.sessions[session]
+        if status != "WORKING":
+            return json_response(
+                {
+                    "statusCode": 422,
+                    "error": "Session status is not as expected. Try again later or restart the session",
+                    "session": session,
+                    "status": status,
+                    "expected": ["WORKING"],
+                },
+                status=422,
+            )
+        if not CHAT_ID.match(chat_id):  # type: ignore[arg-type]
+            # what the engines answer for a chatId that is no WhatsApp id
+            return json_response(
+                {
+                    "statusCode": 400,
+                    "message": f"Invalid chatId '{chat_id}': use <phone>@c.us",
+                    "error": "Bad Request",
+                },
+                status=400,
+            )
+        message = {
+            "id": f"true_{chat_id}_3EB0{uuid.uuid4().hex[:16].upper()}",
+            "timestamp": int(time.time()),
+            "from": self.me,
+            "fromMe": True,
+            "source": "api",
+            "to": chat_id,
+            "body": body.get("text") or body.get("caption") or "",
+            "hasMedia": request.path != "/api/sendText",
+            "ack": 1,
+            "ackName": "SERVER",
+            "vCards": [],
+            "_data": {},
+        }
+        self.sent.append(message)
+        return json_response(message, status=201)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A local WAHA for development")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--api-key", default="waha-key")
+    args = parser.parse_args()
+    run_standalone(FakeWaha(api_key=args.api_key, port=args.port))
+
+
+if __name__ == "__main__":
+    main()
