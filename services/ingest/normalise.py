@@ -444,7 +444,7 @@ def _chatwoot_created(out: Normalised, ctx: Context, body: dict[str, Any]) -> No
         return
     for index, attachment in enumerate(attachments):
         key = f"m:{mid}" if index == 0 else f"m:{mid}:{index}"
-        file_type = attachment.get("file_type")
+        file_type = _str(attachment.get("file_type"))
         caption = text if index == 0 else None
         if file_type in CHATWOOT_FILE_KINDS:
             kind = CHATWOOT_FILE_KINDS[file_type]

@@ -38,6 +38,9 @@ from services.ingest.models import contacts, keyword_settings, rejections, webho
 from services.ingest.normalise import DEFAULT_KEYWORDS, Context, Fact, Keywords
 from shared.crypto import SecretBox, lookup_hash
 from shared.events import new_event
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 PROVIDERS = ("meta", "chatwoot", "evolution", "waha")
 EVENT_NAMESPACE = uuid.UUID("5d0c7a4e-3c55-4f0e-9a39-2f0f8f1f6a11")
@@ -330,6 +333,12 @@ async def receive(
     except RecursionError:
         result = normalise.Normalised()
         result.unknown("body nested too deeply")
+    except Exception as exc:  # a shape the normaliser did not foresee: keep the body, flag it
+        log.error(
+            "normaliser failed; body stored as unrecognised", provider=source.provider, error=repr(exc)[:300]
+        )
+        result = normalise.Normalised()
+        result.unknown(f"Herald could not read this body ({type(exc).__name__}); it is stored for review")
     facts: dict[str, Fact] = {}
     for fact in result.facts:
         facts.setdefault(fact.key, fact)

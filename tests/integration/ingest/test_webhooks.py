@@ -234,6 +234,23 @@ async def test_a_verified_body_of_unknown_shape_is_stored_and_flagged(ingest: In
     assert day["unrecognised"] == 4 and day["received"] == 4
 
 
+async def test_a_verified_body_with_a_field_of_the_wrong_type_is_stored_not_a_500(ingest: Ingest):
+    # found by the property test: Chatwoot's attachment ``file_type`` as a list crashed the reader
+    body = {
+        "event": "message_created",
+        "id": 9001,
+        "message_type": "incoming",
+        "content": "hello",
+        "conversation": {"id": 7, "contact_inbox": {"source_id": "5511987654321"}},
+        "sender": {"id": 3, "phone_number": "+5511987654321", "name": "Ana"},
+        "attachments": [{"file_type": ["image"], "data_url": "https://example.test/a.jpg"}],
+    }
+    response = await ingest.post("chatwoot", body)
+    assert response.status_code == 200, response.text
+    stored = await deliveries(ingest)
+    assert stored and stored[-1].outcome in ("unrecognised", "accepted"), stored
+
+
 async def test_meta_subscription_handshake(ingest: Ingest):
     url = await ingest.url("meta")
     ok = await ingest.client.get(
