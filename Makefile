@@ -6,7 +6,7 @@ UV := ./scripts/uv
 help:
 	@echo "make up     install, start RabbitMQ + PostgreSQL, migrate, run the four services (Ctrl-C stops)"
 	@echo "make test   install and run the whole test suite on a real RabbitMQ and PostgreSQL"
-	@echo "make bench  run the benchmarks under bench/"
+	@echo "make bench  run the benchmarks under bench/ (make bench-sender etc. for one)"
 	@echo "make clean  remove .herald/ (local broker and database data, demo tenant)"
 
 install:
@@ -26,8 +26,15 @@ lint: install
 test-unit: install
 	$(UV) run --frozen pytest tests/unit
 
-bench: install
+bench: install  ## every benchmark, one after another (each starts its own broker and database)
 	$(UV) run --frozen python -m bench.first_slice
+	$(UV) run --frozen python -m bench.sender
+	$(UV) run --frozen python -m bench.ingest
+	$(UV) run --frozen python -m bench.scheduler
+	$(UV) run --frozen python -m bench.gateways
+
+bench-%: install  ## one benchmark: make bench-sender, bench-ingest, bench-scheduler, bench-gateways, bench-first_slice
+	$(UV) run --frozen python -m bench.$*
 
 clean:
 	rm -rf .herald
