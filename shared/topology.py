@@ -107,6 +107,10 @@ def dead_letter_queue(service: str) -> RabbitQueue:
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("sender", MessageRequested, priority=True),
     Subscription("pipeline", OrderStatusChanged),
+    Subscription("sender", DeliveryStatus),
+    Subscription("sender", InboundReceived),
+    Subscription("sender", ContactOptedOut),
+    Subscription("sender", ContactOptedIn),
 )
 
 SERVICES = ("ingest", "scheduler", "pipeline", "sender")
@@ -114,10 +118,6 @@ SERVICES = ("ingest", "scheduler", "pipeline", "sender")
 # Event types that are part of the contract but have no consumer in this release; listed so that
 # the AsyncAPI documents and the tests know them.
 UNCONSUMED = (
-    DeliveryStatus,
-    InboundReceived,
-    ContactOptedOut,
-    ContactOptedIn,
     PacingDue,
     DraftReady,
     EventPublished,
