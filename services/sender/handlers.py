@@ -944,6 +944,8 @@ class Dispatcher:
                     BREAKER.labels(str(channel_id)).set(0)
             for j in failed:
                 await self._record_failure(uow, j, now)
+            if failed:
+                await _notify_due(uow)  # a retry is due soon: the claim loops recompute their sleep
             await uow.commit()
         if sent:
             await self._apply_pending([j.result.provider_message_id for j in sent])  # type: ignore[union-attr]
