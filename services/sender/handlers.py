@@ -435,6 +435,7 @@ class Dispatcher:
         wake = Wakeup(self.runtime.engine, DUE_CHANNEL)
         try:
             while not self.runtime.stopping.is_set():
+                started = time.monotonic()
                 try:
                     await wake.ensure_listening()
                     if self.in_flight >= self.settings.max_in_flight:
@@ -448,6 +449,11 @@ class Dispatcher:
                     log.warning("claim failed", error=repr(exc)[:300])
                     wait = 1.0
                 await wake.wait(wait)
+                # Batch arrivals: every accepted request NOTIFYs, and one claim pass per message
+                # would cost a transaction each. Passes are at least claim_interval apart.
+                pause = self.settings.claim_interval_seconds - (time.monotonic() - started)
+                if pause > 0:
+                    await asyncio.sleep(pause)
         finally:
             await wake.close()
 

@@ -29,6 +29,13 @@ class SenderSettings(HeraldSettings):
         description="How far ahead a process reserves a channel's send slots; bounds how long a "
         "priority-10 request waits behind already-claimed priority-1 messages.",
     )
+    claim_interval_seconds: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Minimum time between two claim passes of one process: arrivals are claimed in "
+        "batches instead of one transaction per message (adds at most this much latency).",
+    )
     claim_batch: int = Field(default=500, ge=1, le=5000, description="Messages claimed per channel per tick.")
     max_in_flight: int = Field(default=2000, ge=1, description="Provider calls in flight per process.")
     breaker_threshold: int = Field(
