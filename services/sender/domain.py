@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import Enum
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4}
 FINAL = frozenset({"failed"})
@@ -98,15 +98,20 @@ class QuietHours:
     @classmethod
     def parse(cls, raw: dict) -> QuietHours:
         try:
-            start = time.fromisoformat(raw["start"])
-            end = time.fromisoformat(raw["end"])
             ZoneInfo(raw["timezone"])
+        except ZoneInfoNotFoundError as exc:
+            raise ValueError(f"quiet_hours: unknown time zone {raw.get('timezone')!r}") from exc
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(
                 'quiet_hours needs {"start": "HH:MM", "end": "HH:MM", "timezone": "<IANA zone>"}'
             ) from exc
-        except Exception as exc:  # ZoneInfoNotFoundError
-            raise ValueError(f"quiet_hours: unknown time zone {raw.get('timezone')!r}") from exc
+        try:
+            start = time.fromisoformat(raw["start"])
+            end = time.fromisoformat(raw["end"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(
+                'quiet_hours needs {"start": "HH:MM", "end": "HH:MM", "timezone": "<IANA zone>"}'
+            ) from exc
         if start == end:
             raise ValueError("quiet_hours: start and end must differ")
         return cls(start=start, end=end, timezone=raw["timezone"])
