@@ -556,6 +556,16 @@ class Dispatcher:
                 )
                 RATE_WAITS.labels(label, "quiet_hours").inc(result.rowcount or 0)
                 return []
+        try:
+            config = self.sender.channel_config(ch)
+        except Exception as exc:  # e.g. credentials encrypted with a key no longer configured
+            reason = f"the channel's credentials cannot be read ({type(exc).__name__}): PATCH them again"
+            await conn.execute(
+                sa.update(channels).where(channels.c.id == ch.id).values(paused=True, pause_reason=reason)
+            )
+            BREAKER.labels(label).set(3)
+            log.warning("channel paused: unreadable credentials", channel_id=label)
+            return []
         probing = ch.consecutive_failures >= s.breaker_threshold
         quota = (
             1
@@ -675,6 +685,14 @@ class Dispatcher:
                         )
                     )
                     continue
+            try:
+                to = self.runtime.secrets.decrypt(r.recipient_enc)
+                parsed = CONTENT.validate_python(content)
+            except Exception as exc:  # one unreadable row must not stop the channel
+                failed.append(
+                    (r, "unreadable", f"the stored message cannot be read ({type(exc).__name__}: {exc})")
+                )
+                continue
             slot = start + timedelta(seconds=len(allowed) / rate)
             if pair:
                 busy_until = pair_updates.get(h) or pacing.get(h)
@@ -692,7 +710,7 @@ class Dispatcher:
                 tier_new.append(h)
             if pair:
                 pair_updates[h] = slot + pair
-            allowed.append((r, content, note, slot))
+            allowed.append((r, content, note, slot, to, parsed))
 
         if delayed:
             await conn.execute(
@@ -741,7 +759,7 @@ class Dispatcher:
             channel_values["breaker_open_until"] = now + timedelta(seconds=s.breaker_cooldown_seconds)
             BREAKER.labels(label).set(2)
         await conn.execute(sa.update(channels).where(channels.c.id == ch.id).values(**channel_values))
-        ids = [r.id for r, *_ in allowed]
+        ids = [a[0].id for a in allowed]
         await conn.execute(
             sa.update(messages)
             .where(messages.c.id.in_(ids))
@@ -753,7 +771,7 @@ class Dispatcher:
                 updated_at=now,
             )
         )
-        replaced = [{"_id": r.id, "content": c} for r, c, note, _ in allowed if note]
+        replaced = [{"_id": a[0].id, "content": a[1]} for a in allowed if a[2]]
         if replaced:
             await conn.execute(
                 sa.update(messages)
@@ -762,9 +780,8 @@ class Dispatcher:
                 replaced,
             )
         history = []
-        config = self.sender.channel_config(ch)
         jobs = []
-        for r, content, note, slot in allowed:
+        for r, _content, note, slot, to, parsed in allowed:
             reason = note or (f"attempt {r.attempts + 1}" if r.attempts else None)
             history.append(_history(r.id, "sending", reason, now))
             uow.add_event(
@@ -786,8 +803,8 @@ class Dispatcher:
                     outbound=Outbound(
                         message_id=r.id,
                         tenant_id=r.tenant_id,
-                        to=self.runtime.secrets.decrypt(r.recipient_enc),
-                        content=CONTENT.validate_python(content),
+                        to=to,
+                        content=parsed,
                     ),
                     slot=slot.timestamp(),
                     created_at=r.created_at,

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import asyncpg
 import httpx
 import pytest
 
+from devtools.database import asyncpg_dsn
 from devtools.fake_providers.meta import FakeMeta
 from devtools.processes import ServiceProcess, free_port, herald_cli, wait_for
 from tests.conftest import Infra
@@ -148,4 +150,15 @@ def system(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield SenderSystem(infra=infra, env=env, sender=sender, meta=meta, tmp=tmp)
     finally:
         sender.terminate()
+        # the session's database outlives this module: its channels must not keep messages
+        # (e.g. ones held by quiet hours or the tier) for the next module's processes to claim
+        asyncio.run(pause_channels(infra.database_url, meta.url))
         meta.stop()
+
+
+async def pause_channels(database_url: str, base_url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await conn.execute("UPDATE sender.channels SET paused = true WHERE base_url = $1", base_url)
+    finally:
+        await conn.close()
