@@ -408,7 +408,9 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
                 if not await repo.channel_exists(conn, tenant.id, body.channel_id):
                     raise ApiError(404, "not_found", f"no channel {body.channel_id} for this tenant")
         try:
-            accepted = await handlers.request_message(sender, tenant.id, req)
+            accepted = await handlers.request_message(
+                sender, tenant.id, req, channel_checked=body.channel_id is not None
+            )
         except handlers.IdempotencyConflict as exc:
             raise ApiError(409, "idempotency_conflict", str(exc)) from exc
         if not accepted.created:

@@ -319,7 +319,13 @@ def _fingerprint(req: MessageRequested) -> str:
 
 
 async def _insert_request(
-    sender: Sender, uow: UnitOfWork, tenant_id: uuid.UUID, req: MessageRequested, now: datetime
+    sender: Sender,
+    uow: UnitOfWork,
+    tenant_id: uuid.UUID,
+    req: MessageRequested,
+    now: datetime,
+    *,
+    channel_checked: bool = False,
 ) -> bool:
     """Insert the message ``queued`` (or ``failed`` when its channel is unknown) with its history
     and status event; False if it already exists (same id, or same idempotency key)."""
@@ -327,7 +333,7 @@ async def _insert_request(
     failure: str | None = None
     if channel_id is None:
         channel_id = await default_channel_id(sender, uow.conn, tenant_id)
-    elif not await repo.channel_exists(uow.conn, tenant_id, channel_id):
+    elif not channel_checked and not await repo.channel_exists(uow.conn, tenant_id, channel_id):
         failure = f"unknown channel {channel_id}: create it with POST /v1/channels or omit channel_id"
     content = req.resolved_content
     row = {
@@ -367,7 +373,9 @@ async def _insert_request(
     return True
 
 
-async def request_message(sender: Sender, tenant_id: uuid.UUID, req: MessageRequested) -> Accepted:
+async def request_message(
+    sender: Sender, tenant_id: uuid.UUID, req: MessageRequested, *, channel_checked: bool = False
+) -> Accepted:
     """Accept a send request over HTTP. The same idempotency key with the same request returns
     the first message (``created`` False); with a different request it raises IdempotencyConflict."""
 
@@ -384,7 +392,9 @@ async def request_message(sender: Sender, tenant_id: uuid.UUID, req: MessageRequ
                         )
                     return Accepted(existing.id, existing.status, created=False)
             try:
-                inserted = await _insert_request(sender, uow, tenant_id, req, now)
+                inserted = await _insert_request(
+                    sender, uow, tenant_id, req, now, channel_checked=channel_checked
+                )
             except IntegrityError:
                 return None
             if not inserted:
