@@ -132,32 +132,40 @@ class FakeMetaProcess:
 
 
 async def post_all(
-    base_url: str, api_key: str, channel_id: str, recipients: list[str], concurrency: int
+    base_urls: list[str], api_key: str, channel_id: str, recipients: list[str], concurrency: int
 ) -> dict[str, float]:
-    """POST one message per recipient; returns recipient → time the request was made."""
+    """POST one message per recipient, spread over every sender process; returns recipient →
+    time the request was made."""
     sent_at: dict[str, float] = {}
     queue: asyncio.Queue[str] = asyncio.Queue()
     for r in recipients:
         queue.put_nowait(r)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=base_url,
-        headers={"Authorization": f"Bearer {api_key}"},
-        transport=AiohttpTransport(limits=limits),
-        timeout=60,
-    ) as client:
+    clients = [
+        httpx.AsyncClient(
+            base_url=url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            transport=AiohttpTransport(limits=limits),
+            timeout=60,
+        )
+        for url in base_urls
+    ]
 
-        async def worker() -> None:
-            while not queue.empty():
-                to = queue.get_nowait()
-                sent_at[to.lstrip("+")] = time.time()
-                r = await client.post(
-                    "/v1/messages", json={"to": to, "content": TEMPLATE, "channel_id": channel_id}
-                )
-                if r.status_code != 202:
-                    say(f"POST failed: {r.status_code} {r.text[:200]}")
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            to = queue.get_nowait()
+            sent_at[to.lstrip("+")] = time.time()
+            r = await client.post(
+                "/v1/messages", json={"to": to, "content": TEMPLATE, "channel_id": channel_id}
+            )
+            if r.status_code != 202:
+                say(f"POST failed: {r.status_code} {r.text[:200]}")
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    try:
+        await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(concurrency)))
+    finally:
+        for client in clients:
+            await client.aclose()
     return sent_at
 
 
@@ -269,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         tenant = json.loads(herald_cli(env, "tenant", "create", f"bench-{uuid.uuid4().hex[:6]}", "--json"))
         key = tenant["api_key"]
         base = senders[0].url
+        urls_all = [s.url for s in senders]
 
         # warm-up
         warm = create_channel(base, key, meta.url)
-        asyncio.run(post_all(base, key, warm["id"], [phone(1, i) for i in range(200)], args.concurrency))
+        asyncio.run(post_all(urls_all, key, warm["id"], [phone(1, i) for i in range(200)], args.concurrency))
         wait_count(meta, 200, 60)
         meta.reset()
 
@@ -281,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         recipients = [phone(3, i) for i in range(args.messages)]
         say(f"through the sender: {args.messages} messages, {args.processes} process(es)")
         t0 = time.time()
-        sent_at = asyncio.run(post_all(base, key, channel["id"], recipients, args.concurrency))
+        sent_at = asyncio.run(post_all(urls_all, key, channel["id"], recipients, args.concurrency))
         accepted_s = time.time() - t0
         stats = wait_count(meta, args.messages, 600)
         arrived = meta.times()
@@ -330,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         ).raise_for_status()
         asyncio.run(
             post_all(
-                base, key, paced["id"], [phone(5, i) for i in range(args.paced_messages)], args.concurrency
+                urls_all,
+                key,
+                paced["id"],
+                [phone(5, i) for i in range(args.paced_messages)],
+                args.concurrency,
             )
         )
         say(f"paced: {args.paced_messages} messages at {args.paced_rate} msg/s")
