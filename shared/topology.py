@@ -35,6 +35,7 @@ from shared.events import (
     MessageStatusChanged,
     OrderStatusChanged,
     PacingDue,
+    TemplateStatusChanged,
 )
 
 EVENTS_EXCHANGE_NAME = "herald.events"
@@ -108,6 +109,10 @@ def dead_letter_queue(service: str) -> RabbitQueue:
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("sender", MessageRequested, priority=True),
     Subscription("pipeline", OrderStatusChanged),
+    Subscription("sender", DeliveryStatus),
+    Subscription("sender", InboundReceived),
+    Subscription("sender", ContactOptedOut),
+    Subscription("sender", ContactOptedIn),
     Subscription("scheduler", EventPublished),
     Subscription("scheduler", EventChanged),
     Subscription("scheduler", EventCancelled),
@@ -119,12 +124,9 @@ SERVICES = ("ingest", "scheduler", "pipeline", "sender")
 # Event types that are part of the contract but have no consumer in this release; listed so that
 # the AsyncAPI documents and the tests know them.
 UNCONSUMED = (
-    DeliveryStatus,
-    InboundReceived,
-    ContactOptedOut,
-    ContactOptedIn,
     PacingDue,
     DraftReady,
+    TemplateStatusChanged,
 )
 
 

@@ -17,7 +17,10 @@ messages = sa.Table(
     sa.Column("request_hash", sa.Text, nullable=False),
     sa.Column("recipient_enc", sa.Text, nullable=False),
     sa.Column("recipient_hash", sa.Text, nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=True),
+    sa.Column("content", pg.JSONB, nullable=True),
+    sa.Column("fallback_template", pg.JSONB, nullable=True),
+    sa.Column("channel_id", pg.UUID(as_uuid=True), nullable=True),
     sa.Column("priority", sa.SmallInteger, nullable=False),
     sa.Column("origin", sa.Text, nullable=False),
     sa.Column("correlation_id", sa.Text, nullable=True),
@@ -27,8 +30,21 @@ messages = sa.Table(
     sa.Column("provider_message_id", sa.Text, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("sending_started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("not_before", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("error_code", sa.Text, nullable=True),
+    sa.Column("dead_letter", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index(
+        "ix_messages_due",
+        "channel_id",
+        sa.text("priority DESC"),
+        "not_before",
+        postgresql_where=sa.text("status = 'queued'"),
+    ),
+    sa.Index("ix_messages_not_before", "not_before", postgresql_where=sa.text("status = 'queued'")),
+    sa.Index("ix_messages_provider_message_id", "provider_message_id"),
+    sa.Index("ix_messages_dead_letters", "tenant_id", postgresql_where=sa.text("dead_letter")),
     sa.Index(
         "uq_messages_tenant_idempotency_key",
         "tenant_id",
@@ -69,3 +85,99 @@ sandbox_messages = sa.Table(
 
 outbox = outbox_table(metadata, SCHEMA)
 processed_events = processed_events_table(metadata, SCHEMA)
+
+# --- issue 3: channels, checks, limits ---------------------------------------------------------
+
+channels = sa.Table(
+    "channels",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("base_url", sa.Text, nullable=True),
+    sa.Column("settings", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("credentials_enc", sa.Text, nullable=True),
+    sa.Column("is_default", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("implicit", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("throughput_per_second", sa.Float, nullable=False),
+    sa.Column("portfolio", sa.Text, nullable=False),
+    sa.Column("tier", sa.Integer, nullable=True),  # unique recipients per rolling 24 h; NULL = unlimited
+    sa.Column("pair_interval_seconds", sa.Float, nullable=False),
+    sa.Column("quiet_hours", pg.JSONB, nullable=True),
+    sa.Column("enforce_window", sa.Boolean, nullable=False),
+    # limits and breaker state, shared by every sender process through this row (locked on claim)
+    sa.Column("next_slot", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("breaker_open_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("pause_reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index(
+        "uq_channels_tenant_default",
+        "tenant_id",
+        unique=True,
+        postgresql_where=sa.text("is_default AND deleted_at IS NULL"),
+    ),
+    sa.Index("ix_channels_tenant", "tenant_id"),
+)
+
+opt_outs = sa.Table(
+    "opt_outs",
+    metadata,
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("recipient_hash", sa.Text, primary_key=True),
+    sa.Column("recipient_enc", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+windows = sa.Table(
+    "windows",
+    metadata,
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("recipient_hash", sa.Text, primary_key=True),
+    # the channel the recipient wrote to; the nil UUID when the inbound event named none
+    sa.Column("channel_key", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("last_inbound_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+pair_pacing = sa.Table(
+    "pair_pacing",
+    metadata,
+    sa.Column("channel_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("recipient_hash", sa.Text, primary_key=True),
+    sa.Column("next_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+tier_recipients = sa.Table(
+    "tier_recipients",
+    metadata,
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("portfolio", sa.Text, primary_key=True),
+    sa.Column("recipient_hash", sa.Text, primary_key=True),
+    sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+provider_mappings = sa.Table(
+    "provider_mappings",
+    metadata,
+    sa.Column("channel_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+pending_statuses = sa.Table(
+    "pending_statuses",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("provider_message_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("error_code", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_pending_statuses_pmid", "provider_message_id"),
+)

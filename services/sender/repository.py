@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.sender.models import message_history, messages, sandbox_messages
+from services.sender.models import channels, message_history, messages, opt_outs, sandbox_messages
 
 
 async def insert_message(conn: AsyncConnection, values: dict[str, Any]) -> bool:
@@ -72,6 +72,8 @@ async def list_messages(
     *,
     status: str | None,
     recipient_hash: str | None,
+    channel_id: uuid.UUID | None = None,
+    dead_letter: bool | None = None,
     created_before: datetime | None,
     created_after: datetime | None,
     limit: int,
@@ -81,6 +83,10 @@ async def list_messages(
         q = q.where(messages.c.status == status)
     if recipient_hash:
         q = q.where(messages.c.recipient_hash == recipient_hash)
+    if channel_id:
+        q = q.where(messages.c.channel_id == channel_id)
+    if dead_letter is not None:
+        q = q.where(messages.c.dead_letter.is_(dead_letter))
     if created_before:
         q = q.where(messages.c.created_at < created_before)
     if created_after:
@@ -89,17 +95,16 @@ async def list_messages(
 
 
 async def orphaned_sending(conn: AsyncConnection, cutoff: datetime, limit: int) -> list[Row[Any]]:
-    """Messages stuck in ``sending`` since before ``cutoff``.
-
-    Not locked: two replicas may both list an orphan, and ``handlers.deliver`` settles it under the
-    row lock (the first renews the lease, the second then sees the message in flight)."""
+    """Messages stuck in ``sending`` since before ``cutoff``, locked (``SKIP LOCKED``: two
+    replicas sweeping at once split the orphans instead of reconciling one twice)."""
     return list(
         (
             await conn.execute(
-                sa.select(messages.c.id, messages.c.tenant_id)
+                sa.select(messages)
                 .where(messages.c.status == "sending", messages.c.sending_started_at < cutoff)
                 .order_by(messages.c.sending_started_at)
                 .limit(limit)
+                .with_for_update(skip_locked=True)
             )
         ).all()
     )
@@ -112,3 +117,61 @@ async def list_sandbox(
     if message_id:
         q = q.where(sandbox_messages.c.message_id == message_id)
     return list((await conn.execute(q.order_by(sandbox_messages.c.id.desc()).limit(limit))).all())
+
+
+# --- channels ----------------------------------------------------------------------------------
+
+
+async def default_channel(conn: AsyncConnection, tenant_id: uuid.UUID) -> uuid.UUID | None:
+    return (
+        await conn.execute(
+            sa.select(channels.c.id).where(
+                channels.c.tenant_id == tenant_id, channels.c.is_default, channels.c.deleted_at.is_(None)
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def channel_exists(conn: AsyncConnection, tenant_id: uuid.UUID, channel_id: uuid.UUID) -> bool:
+    return (await get_channel(conn, tenant_id, channel_id)) is not None
+
+
+async def get_channel(conn: AsyncConnection, tenant_id: uuid.UUID, channel_id: uuid.UUID) -> Row[Any] | None:
+    return (
+        await conn.execute(
+            sa.select(channels).where(
+                channels.c.tenant_id == tenant_id,
+                channels.c.id == channel_id,
+                channels.c.deleted_at.is_(None),
+            )
+        )
+    ).first()
+
+
+async def get_channel_any(conn: AsyncConnection, channel_id: uuid.UUID) -> Row[Any] | None:
+    return (await conn.execute(sa.select(channels).where(channels.c.id == channel_id))).first()
+
+
+async def list_channels(conn: AsyncConnection, tenant_id: uuid.UUID) -> list[Row[Any]]:
+    return list(
+        (
+            await conn.execute(
+                sa.select(channels)
+                .where(channels.c.tenant_id == tenant_id, channels.c.deleted_at.is_(None))
+                .order_by(channels.c.created_at)
+            )
+        ).all()
+    )
+
+
+async def list_opt_outs(conn: AsyncConnection, tenant_id: uuid.UUID, limit: int) -> list[Row[Any]]:
+    return list(
+        (
+            await conn.execute(
+                sa.select(opt_outs)
+                .where(opt_outs.c.tenant_id == tenant_id)
+                .order_by(opt_outs.c.at.desc())
+                .limit(limit)
+            )
+        ).all()
+    )

@@ -19,3 +19,33 @@ class SenderSettings(HeraldSettings):
         gt=0,
         description="A message left in 'sending' longer than this is presumed orphaned by a crash and reconciled.",
     )
+    max_attempts: int = Field(default=5, ge=1, le=50, description="Provider attempts before a dead letter.")
+    backoff_base_seconds: float = Field(default=1.0, gt=0)
+    backoff_cap_seconds: float = Field(default=30.0, gt=0)
+    claim_horizon_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=5,
+        description="How far ahead a process reserves a channel's send slots; bounds how long a "
+        "priority-10 request waits behind already-claimed priority-1 messages.",
+    )
+    claim_interval_seconds: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Minimum time between two claim passes of one process: arrivals are claimed in "
+        "batches instead of one transaction per message (adds at most this much latency).",
+    )
+    claim_batch: int = Field(default=500, ge=1, le=5000, description="Messages claimed per channel per tick.")
+    max_in_flight: int = Field(default=2000, ge=1, description="Provider calls in flight per process.")
+    breaker_threshold: int = Field(
+        default=5, ge=1, description="Consecutive transient failures that open a channel's breaker."
+    )
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    implicit_sandbox_throughput: float = Field(
+        default=1000.0,
+        gt=0,
+        description="Messages/second of the sandbox channel created for a tenant that has no channel.",
+    )
+    http_timeout_seconds: float = Field(default=15.0, gt=0)
+    http_max_connections: int = Field(default=256, ge=1)

@@ -253,7 +253,7 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(herald: Herald):
         ),
         (sender.post("/v1/messages", json={"to": "11999998888", "text": "x"}), 422, "to: "),
         (sender.post("/v1/messages", json={"to": "+55119", "text": "x"}), 422, "not a valid phone number"),
-        (sender.post("/v1/messages", json={"to": PHONE}), 422, "text: required field is missing"),
+        (sender.post("/v1/messages", json={"to": PHONE}), 422, "give exactly one of 'text' or 'content'"),
         (sender.post("/v1/messages", json={"to": PHONE, "text": "x", "priority": 11}), 422, "priority"),
         (
             scheduler.post(

@@ -1,0 +1,153 @@
+"""Limits measured where they matter, at the provider: throughput per channel (also with two
+sender processes), pair interval, tier, quiet hours, and priority overtaking a backlog."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+
+import httpx
+import pytest
+
+from devtools.processes import ServiceProcess, free_port, wait_for
+from tests.e2e.sender.conftest import SenderSystem, wait_status
+
+pytestmark = pytest.mark.e2e
+TEMPLATE = {"kind": "template", "name": "notice", "language": "en_US"}
+
+
+def phone(i: int) -> str:
+    return f"+55119{i:08d}"
+
+
+def send_many(client: httpx.Client, channel_id: str, recipients: list[str], priority: int = 5) -> list[str]:
+    ids = []
+    for to in recipients:
+        r = client.post(
+            "/v1/messages",
+            json={"to": to, "content": TEMPLATE, "channel_id": channel_id, "priority": priority},
+        )
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
+def arrivals(system: SenderSystem, channel: dict, expected: int, timeout: float = 30) -> list[dict]:
+    pnid = channel["settings"]["phone_number_id"]
+    wait_for(
+        lambda: len(system.meta.received_for(pnid)) >= expected,
+        timeout,
+        f"{expected} messages at the provider",
+    )
+    return sorted(system.meta.received_for(pnid), key=lambda r: r["at"])
+
+
+def rate(received: list[dict]) -> float:
+    """Messages per second over the span of arrivals (n-1 gaps)."""
+    span = received[-1]["at"] - received[0]["at"]
+    return (len(received) - 1) / span
+
+
+def test_two_sender_processes_together_keep_a_channels_throughput(system: SenderSystem):
+    _, key = system.tenant("two")
+    second = ServiceProcess("sender", free_port(), system.env, system.tmp / "sender-2.log")
+    second.start()
+    try:
+        second.wait_ready()
+        client = system.client(key)
+        channel = system.meta_channel(client, throughput_per_second=25)
+        # a backlog first (paused channel), so the rate measured is the limit, not the arrivals
+        client.patch(f"/v1/channels/{channel['id']}", json={"paused": True}).raise_for_status()
+        total = 75
+        # requests arrive at both processes; both claim from the same channel
+        with system.client(key, second.url) as other:
+            for i in range(total):
+                (client if i % 2 else other).post(
+                    "/v1/messages",
+                    json={"to": phone(100 + i), "content": TEMPLATE, "channel_id": channel["id"]},
+                ).raise_for_status()
+            client.patch(f"/v1/channels/{channel['id']}", json={"paused": False}).raise_for_status()
+            received = arrivals(system, channel, total)
+            measured = rate(received)
+            assert len(received) == total and len({r["body"]["to"] for r in received}) == total
+            assert measured <= 25 * 1.05, f"{measured:.1f} msg/s through a 25 msg/s channel"
+            assert measured >= 25 * 0.8, f"{measured:.1f} msg/s: the limit is far below its setting"
+            per_process = []
+            for url in (system.sender.url, second.url):
+                text = httpx.get(f"{url}/metrics").text
+                line = f'herald_sender_messages_total{{channel="{channel["id"]}",code="",outcome="sent",provider="meta"}}'
+                per_process.append(
+                    next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)), 0.0)
+                )
+            assert sum(per_process) == total and all(n > 0 for n in per_process), per_process
+    finally:
+        second.terminate()
+
+
+def test_pair_interval_spaces_one_recipient_without_holding_back_others(system: SenderSystem):
+    _, key = system.tenant("pair")
+    client = system.client(key)
+    channel = system.meta_channel(client, pair_interval_seconds=1.0)
+    same = phone(300)
+    send_many(client, channel["id"], [same, same, same] + [phone(301 + i) for i in range(5)])
+    received = arrivals(system, channel, 8)
+    to_same = [r["at"] for r in received if r["body"]["to"] == same.lstrip("+")]
+    others = [r["at"] for r in received if r["body"]["to"] != same.lstrip("+")]
+    gaps = [b - a for a, b in pairwise(to_same)]
+    assert len(to_same) == 3 and all(g >= 0.95 for g in gaps), gaps
+    assert max(others) - to_same[0] < 0.5, "other recipients waited behind the pair limit"
+
+
+def test_tier_caps_unique_recipients_per_portfolio_and_the_rest_wait(system: SenderSystem):
+    _, key = system.tenant("tier")
+    client = system.client(key)
+    a = system.meta_channel(client, tier=250, portfolio="shop")
+    b = system.meta_channel(client, tier=250, portfolio="shop")
+    send_many(client, a["id"], [phone(1000 + i) for i in range(200)])
+    ids_b = send_many(client, b["id"], [phone(2000 + i) for i in range(52)])
+    arrivals(system, a, 200)
+    received_b = arrivals(system, b, 50)
+    time.sleep(1.0)
+    assert len(system.meta.received_for(b["settings"]["phone_number_id"])) == 50
+    statuses = [client.get(f"/v1/messages/{i}").json()["status"] for i in ids_b]
+    assert statuses.count("queued") == 2 and statuses.count("sent") == 50
+    # a recipient already counted in the last 24 h does not use the tier again
+    again = send_many(client, b["id"], ["+" + received_b[0]["body"]["to"]])
+    wait_status(client, again[0], "sent")
+
+
+def test_quiet_hours_hold_messages_until_the_window_opens(system: SenderSystem):
+    _, key = system.tenant("quiet")
+    client = system.client(key)
+    now = datetime.now(UTC)
+    quiet = {
+        "start": (now - timedelta(minutes=5)).strftime("%H:%M"),
+        "end": (now + timedelta(minutes=30)).strftime("%H:%M"),
+        "timezone": "UTC",
+    }
+    channel = system.meta_channel(client, quiet_hours=quiet)
+    held = send_many(client, channel["id"], [phone(400)])[0]
+    time.sleep(1.5)
+    assert client.get(f"/v1/messages/{held}").json()["status"] == "queued"
+    assert system.meta.received_for(channel["settings"]["phone_number_id"]) == []
+    bad = client.patch(
+        f"/v1/channels/{channel['id']}",
+        json={"quiet_hours": {"start": "25:00", "end": "08:00", "timezone": "UTC"}},
+    )
+    assert bad.status_code == 422 and "quiet_hours" in bad.json()["message"]
+
+
+def test_priority_ten_overtakes_a_backlog_of_priority_one(system: SenderSystem):
+    _, key = system.tenant("prio")
+    client = system.client(key)
+    channel = system.meta_channel(client, throughput_per_second=10)
+    client.patch(f"/v1/channels/{channel['id']}", json={"paused": True}).raise_for_status()
+    send_many(client, channel["id"], [phone(500 + i) for i in range(30)], priority=1)
+    client.patch(f"/v1/channels/{channel['id']}", json={"paused": False}).raise_for_status()
+    arrivals(system, channel, 3)  # the backlog is draining at 10 msg/s
+    urgent = send_many(client, channel["id"], [phone(600)], priority=10)[0]
+    wait_status(client, urgent, "sent", timeout=10)
+    order = [r["body"]["to"] for r in arrivals(system, channel, 1)]
+    position = order.index(phone(600).lstrip("+"))
+    assert position <= 8, f"the priority-10 message went out {position + 1}th behind the backlog"

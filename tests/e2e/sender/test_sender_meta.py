@@ -1,0 +1,592 @@
+"""The sender against a local Cloud API server: channels, every message kind, errors, retries,
+dead letters, checks, statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from devtools.database import asyncpg_dsn
+from devtools.processes import wait_for
+from tests.e2e.sender.conftest import TOKEN, SenderSystem, wait_status
+
+pytestmark = pytest.mark.e2e
+
+
+def phone(i: int) -> str:
+    return f"+55119{i:08d}"
+
+
+def test_channels_validate_per_provider_store_credentials_encrypted_and_never_return_them(
+    system: SenderSystem,
+):
+    tenant_id, key = system.tenant("channels")
+    client = system.client(key)
+    created = system.meta_channel(client, name="main number")
+    assert created["settings"]["api_version"] == "v23.0"
+    assert created["credentials_set"] == ["access_token"]
+    assert TOKEN not in str(created)
+    assert created["breaker"] == "closed" and created["enforce_window"] is True
+
+    defaults = client.post(
+        "/v1/channels",
+        json={
+            "name": "m",
+            "provider": "meta",
+            "settings": {"phone_number_id": "1"},
+            "credentials": {"access_token": "x"},
+        },
+    ).json()
+    assert (defaults["throughput_per_second"], defaults["pair_interval_seconds"], defaults["tier"]) == (
+        80,
+        6,
+        None,
+    )
+    assert defaults["base_url"] is None
+
+    for body, problem in [
+        ({"provider": "meta", "settings": {"phone_number_id": "1"}}, "a meta channel needs access_token"),
+        (
+            {
+                "provider": "chatwoot",
+                "settings": {"account_id": "1"},
+                "credentials": {"api_access_token": "k"},
+            },
+            "inbox_id",
+        ),
+        (
+            {
+                "provider": "evolution",
+                "settings": {"instance": "i", "colour": "red"},
+                "credentials": {"api_key": "k"},
+            },
+            "colour",
+        ),
+        ({"provider": "telegram"}, "provider"),
+        (
+            {
+                "provider": "meta",
+                "tier": 300,
+                "settings": {"phone_number_id": "1"},
+                "credentials": {"access_token": "x"},
+            },
+            "tier",
+        ),
+    ]:
+        response = client.post("/v1/channels", json={"name": "bad", **body})
+        assert response.status_code == 422, response.text
+        assert problem in response.json()["message"], response.json()
+
+    for provider, settings, credentials in [
+        ("chatwoot", {"account_id": "1", "inbox_id": "2"}, {"api_access_token": "cw"}),
+        ("evolution", {"instance": "shop"}, {"api_key": "ev"}),
+        ("waha", {}, {"api_key": "wa"}),
+        ("sandbox", {}, {}),
+    ]:
+        response = client.post(
+            "/v1/channels",
+            json={
+                "name": provider,
+                "provider": provider,
+                "base_url": "http://127.0.0.1:9",
+                "settings": settings,
+                "credentials": credentials,
+            },
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["enforce_window"] is False
+    assert [
+        c["settings"].get("session")
+        for c in client.get("/v1/channels").json()["items"]
+        if c["provider"] == "waha"
+    ] == ["default"]
+
+    async def stored() -> list[str]:
+        conn = await asyncpg.connect(asyncpg_dsn(system.infra.database_url))
+        try:
+            rows = await conn.fetch(
+                "SELECT credentials_enc FROM sender.channels WHERE tenant_id = $1", uuid.UUID(tenant_id)
+            )
+            return [r["credentials_enc"] or "" for r in rows]
+        finally:
+            await conn.close()
+
+    assert all(TOKEN not in c and "cw" != c for c in asyncio.run(stored()))
+
+    patched = client.patch(
+        f"/v1/channels/{created['id']}",
+        json={"throughput_per_second": 20, "credentials": {"access_token": "new"}},
+    )
+    assert patched.status_code == 200 and patched.json()["throughput_per_second"] == 20
+    _, other_key = system.tenant("other")
+    assert system.client(other_key).get(f"/v1/channels/{created['id']}").status_code == 404
+    assert client.delete(f"/v1/channels/{created['id']}").status_code == 204
+    assert client.get(f"/v1/channels/{created['id']}").status_code == 404
+
+
+KINDS = [
+    (
+        {"kind": "text", "body": "Your order shipped"},
+        {"type": "text", "text": {"body": "Your order shipped", "preview_url": False}},
+    ),
+    (
+        {"kind": "image", "link": "https://cdn.example.com/p.jpg", "caption": "Receipt"},
+        {"type": "image", "image": {"link": "https://cdn.example.com/p.jpg", "caption": "Receipt"}},
+    ),
+    (
+        {
+            "kind": "document",
+            "link": "https://cdn.example.com/i.pdf",
+            "filename": "invoice.pdf",
+            "caption": "Invoice",
+        },
+        {
+            "type": "document",
+            "document": {
+                "link": "https://cdn.example.com/i.pdf",
+                "caption": "Invoice",
+                "filename": "invoice.pdf",
+            },
+        },
+    ),
+    (
+        {"kind": "audio", "link": "https://cdn.example.com/a.ogg"},
+        {"type": "audio", "audio": {"link": "https://cdn.example.com/a.ogg"}},
+    ),
+    (
+        {"kind": "video", "link": "https://cdn.example.com/v.mp4"},
+        {"type": "video", "video": {"link": "https://cdn.example.com/v.mp4"}},
+    ),
+    (
+        {
+            "kind": "template",
+            "name": "appointment_reminder",
+            "language": "pt_BR",
+            "header": {"type": "image", "link": "https://cdn.example.com/logo.png"},
+            "body_params": ["Maria", "02/06 10:00"],
+            "buttons": [
+                {"index": 0, "parameter": "CONFIRM:123"},
+                {"index": 1, "sub_type": "url", "parameter": "abc"},
+            ],
+        },
+        {
+            "type": "template",
+            "template": {
+                "name": "appointment_reminder",
+                "language": {"code": "pt_BR"},
+                "components": [
+                    {
+                        "type": "header",
+                        "parameters": [
+                            {"type": "image", "image": {"link": "https://cdn.example.com/logo.png"}}
+                        ],
+                    },
+                    {
+                        "type": "body",
+                        "parameters": [
+                            {"type": "text", "text": "Maria"},
+                            {"type": "text", "text": "02/06 10:00"},
+                        ],
+                    },
+                    {
+                        "type": "button",
+                        "sub_type": "quick_reply",
+                        "index": "0",
+                        "parameters": [{"type": "payload", "payload": "CONFIRM:123"}],
+                    },
+                    {
+                        "type": "button",
+                        "sub_type": "url",
+                        "index": "1",
+                        "parameters": [{"type": "text", "text": "abc"}],
+                    },
+                ],
+            },
+        },
+    ),
+    (
+        {
+            "kind": "buttons",
+            "body": "Confirm?",
+            "buttons": [{"id": "yes", "title": "Yes"}, {"id": "no", "title": "No"}],
+        },
+        {
+            "type": "interactive",
+            "interactive": {
+                "type": "button",
+                "body": {"text": "Confirm?"},
+                "action": {
+                    "buttons": [
+                        {"type": "reply", "reply": {"id": "yes", "title": "Yes"}},
+                        {"type": "reply", "reply": {"id": "no", "title": "No"}},
+                    ]
+                },
+            },
+        },
+    ),
+    (
+        {
+            "kind": "list",
+            "body": "Pick a slot",
+            "button": "Slots",
+            "sections": [
+                {"title": "Tomorrow", "rows": [{"id": "s1", "title": "09:00", "description": "Dr. Silva"}]}
+            ],
+        },
+        {
+            "type": "interactive",
+            "interactive": {
+                "type": "list",
+                "body": {"text": "Pick a slot"},
+                "action": {
+                    "button": "Slots",
+                    "sections": [
+                        {
+                            "title": "Tomorrow",
+                            "rows": [{"id": "s1", "title": "09:00", "description": "Dr. Silva"}],
+                        }
+                    ],
+                },
+            },
+        },
+    ),
+]
+
+
+def test_every_message_kind_reaches_the_cloud_api_in_its_shape(system: SenderSystem):
+    tenant_id, key = system.tenant("kinds")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    system.publish(
+        "inbound.received.v1",
+        tenant_id,
+        {
+            "provider": "meta",
+            "provider_message_id": "wamid.in1",
+            "from_phone": phone(1),
+            "kind": "text",
+            "text": "hi",
+            "received_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    time.sleep(0.5)
+    ids = []
+    for content, _ in KINDS:
+        r = client.post(
+            "/v1/messages", json={"to": phone(1), "content": content, "channel_id": channel["id"]}
+        )
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    sent = [wait_status(client, i, "sent") for i in ids]
+    received = {r["id"]: r["body"] for r in system.meta.received_for(channel["settings"]["phone_number_id"])}
+    for message, (_, expected) in zip(sent, KINDS, strict=True):
+        assert message["provider"] == "meta" and message["provider_message_id"].startswith("wamid.")
+        body = received[message["provider_message_id"]]
+        assert body == {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "5511900000001",
+            **expected,
+        }
+
+    bad = client.post(
+        "/v1/messages", json={"to": phone(1), "content": {"kind": "buttons", "body": "x", "buttons": []}}
+    )
+    assert bad.status_code == 422 and "buttons" in bad.json()["message"]
+
+
+def test_provider_errors_fail_retry_dead_letter_and_replay(system: SenderSystem):
+    _, key = system.tenant("errors")
+    client = system.client(key)
+    channel = system.meta_channel(client, tier=None)
+    pnid = channel["settings"]["phone_number_id"]
+
+    def send(to: str, **extra: object) -> str:
+        r = client.post(
+            "/v1/messages",
+            json={
+                "to": to,
+                "content": {"kind": "template", "name": "order_update", "language": "en_US"},
+                "channel_id": channel["id"],
+                **extra,
+            },
+        )
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+    # permanent: fails at once with Meta's code and a readable reason, one call only
+    system.meta.fail_next(131026, to=phone(10).lstrip("+"))
+    failed = wait_status(client, send(phone(10)), "failed")
+    assert failed["error_code"] == "131026" and "undeliverable" in failed["status_reason"]
+    assert failed["attempts"] == 1 and failed["dead_letter"] is True
+
+    # transient twice, then accepted: retried with backoff, one message at Meta
+    system.meta.fail_next(130429, count=2, to=phone(11).lstrip("+"))
+    retried = wait_status(client, send(phone(11)), "sent")
+    assert [h["status"] for h in retried["history"]] == [
+        "queued",
+        "sending",
+        "queued",
+        "sending",
+        "queued",
+        "sending",
+        "sent",
+    ]
+    assert "130429" in retried["history"][2]["reason"] and "retry in" in retried["history"][2]["reason"]
+    assert len([r for r in system.meta.received_for(pnid) if r["body"]["to"] == phone(11).lstrip("+")]) == 1
+
+    # transient every time: a dead letter after max attempts (5 here), then replayed and sent
+    system.meta.fail_next(131000, count=5, to=phone(12).lstrip("+"))
+    dead_id = send(phone(12))
+    dead = wait_status(client, dead_id, "failed")
+    assert (
+        dead["attempts"] == 5 and dead["dead_letter"] and "gave up after 5 attempts" in dead["status_reason"]
+    )
+    letters = client.get("/v1/dead-letters").json()["items"]
+    assert {m["id"] for m in letters} == {failed["id"], dead_id}
+    assert client.post(f"/v1/dead-letters/{dead_id}/replay").json() == {"replayed": [dead_id]}
+    replayed = wait_status(client, dead_id, "sent")
+    assert replayed["dead_letter"] is False and "replayed" in replayed["history"][-3]["reason"]
+    assert client.post(f"/v1/dead-letters/{dead_id}/replay").status_code == 404
+
+    # replay by filter (error code)
+    by_filter = client.post("/v1/dead-letters/replay", json={"error_code": "131026"}).json()
+    assert by_filter == {"replayed": [failed["id"]]}
+    wait_status(client, failed["id"], "sent")
+    assert client.get("/v1/dead-letters").json()["items"] == []
+
+    # 131050: the recipient opted out of marketing → failed and on the opt-out list
+    system.meta.fail_next(131050, to=phone(13).lstrip("+"))
+    opted = wait_status(client, send(phone(13)), "failed")
+    assert opted["error_code"] == "131050" and opted["dead_letter"] is False
+    assert phone(13) in [o["phone"] for o in client.get("/v1/opt-outs").json()["items"]]
+
+
+def test_an_expired_token_pauses_the_channel_until_an_operator_resumes_it(system: SenderSystem):
+    _, key = system.tenant("token")
+    client = system.client(key)
+    channel = system.meta_channel(client, credentials={"access_token": "expired"})
+    first = client.post(
+        "/v1/messages",
+        json={
+            "to": phone(20),
+            "text": "a",
+            "channel_id": channel["id"],
+            "fallback_template": {"name": "hello", "language": "en"},
+        },
+    ).json()["id"]
+    failed = wait_status(client, first, "failed")
+    assert failed["error_code"] == "190" and "access token" in failed["status_reason"]
+    view = client.get(f"/v1/channels/{channel['id']}").json()
+    assert view["breaker"] == "paused" and "190" in view["pause_reason"]
+
+    waiting = client.post(
+        "/v1/messages",
+        json={
+            "to": phone(21),
+            "content": {"kind": "template", "name": "hello", "language": "en"},
+            "channel_id": channel["id"],
+        },
+    ).json()["id"]
+    time.sleep(1.0)
+    assert client.get(f"/v1/messages/{waiting}").json()["status"] == "queued"
+    resumed = client.patch(
+        f"/v1/channels/{channel['id']}", json={"paused": False, "credentials": {"access_token": TOKEN}}
+    )
+    assert resumed.json()["breaker"] == "closed"
+    wait_status(client, waiting, "sent")
+
+
+def test_window_closed_free_form_fails_or_falls_back_and_inbound_opens_it(system: SenderSystem):
+    tenant_id, key = system.tenant("window")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    pnid = channel["settings"]["phone_number_id"]
+    closed = client.post(
+        "/v1/messages", json={"to": "+5511987654321", "text": "hello", "channel_id": channel["id"]}
+    ).json()["id"]
+    failed = wait_status(client, closed, "failed")
+    assert failed["error_code"] == "window_closed" and "24-hour" in failed["status_reason"]
+    assert failed["attempts"] == 0 and system.meta.received_for(pnid) == []
+
+    fallback = client.post(
+        "/v1/messages",
+        json={
+            "to": "+5511987654321",
+            "text": "hello",
+            "channel_id": channel["id"],
+            "fallback_template": {"name": "reopen", "language": "en_US"},
+        },
+    ).json()["id"]
+    sent = wait_status(client, fallback, "sent")
+    assert "fallback template" in sent["status_reason"]
+    assert [r["body"]["type"] for r in system.meta.received_for(pnid)] == ["template"]
+
+    system.publish(
+        "inbound.received.v1",
+        tenant_id,
+        {
+            "provider": "meta",
+            "provider_message_id": "wamid.x",
+            "from_phone": "+5511987654321",
+            "kind": "text",
+            "text": "oi",
+            "received_at": datetime.now(UTC).isoformat(),
+        },
+    )
+
+    # Brazilian number written without the ninth digit: the same recipient
+    def opened() -> bool:
+        r = client.post(
+            "/v1/messages", json={"to": "+551187654321", "text": "inside", "channel_id": channel["id"]}
+        ).json()["id"]
+        for _ in range(50):
+            m = client.get(f"/v1/messages/{r}").json()
+            if m["status"] in ("sent", "failed"):
+                return m["status"] == "sent"
+            time.sleep(0.1)
+        return False
+
+    wait_for(opened, 10, "the inbound message to open the window")
+    assert system.meta.received_for(pnid)[-1]["body"]["text"]["body"] == "inside"
+
+
+def test_opt_outs_from_the_api_and_events_stop_messages_before_the_provider(system: SenderSystem):
+    tenant_id, key = system.tenant("optout")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    pnid = channel["settings"]["phone_number_id"]
+    template = {"kind": "template", "name": "promo", "language": "en_US"}
+    assert (
+        client.post("/v1/opt-outs", json={"phone": phone(40), "reason": "asked by phone"}).status_code == 201
+    )
+    first = client.post(
+        "/v1/messages", json={"to": phone(40), "content": template, "channel_id": channel["id"]}
+    ).json()["id"]
+    failed = wait_status(client, first, "failed")
+    assert failed["error_code"] == "opted_out" and system.meta.received_for(pnid) == []
+    assert client.delete(f"/v1/opt-outs/{phone(40)}").status_code == 204
+    assert client.delete(f"/v1/opt-outs/{phone(40)}").status_code == 404
+    again = client.post(
+        "/v1/messages", json={"to": phone(40), "content": template, "channel_id": channel["id"]}
+    ).json()["id"]
+    wait_status(client, again, "sent")
+
+    system.publish(
+        "contact.opted_out.v1",
+        tenant_id,
+        {"phone": phone(41), "reason": "STOP", "at": datetime.now(UTC).isoformat()},
+    )
+    wait_for(
+        lambda: phone(41) in [o["phone"] for o in client.get("/v1/opt-outs").json()["items"]],
+        10,
+        "the opt-out event",
+    )
+    blocked = client.post(
+        "/v1/messages", json={"to": phone(41), "content": template, "channel_id": channel["id"]}
+    ).json()["id"]
+    assert wait_status(client, blocked, "failed")["error_code"] == "opted_out"
+    system.publish(
+        "contact.opted_in.v1", tenant_id, {"phone": phone(41), "at": datetime.now(UTC).isoformat()}
+    )
+    wait_for(
+        lambda: phone(41) not in [o["phone"] for o in client.get("/v1/opt-outs").json()["items"]],
+        10,
+        "the opt-in event",
+    )
+
+
+def test_delivery_statuses_move_forward_only_with_history_and_filters(system: SenderSystem):
+    tenant_id, key = system.tenant("status")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    other = system.meta_channel(client)
+    template = {"kind": "template", "name": "receipt", "language": "en_US"}
+    message_id = client.post(
+        "/v1/messages", json={"to": phone(50), "content": template, "channel_id": channel["id"]}
+    ).json()["id"]
+    wamid = wait_status(client, message_id, "sent")["provider_message_id"]
+    now = datetime.now(UTC)
+    for status, at in [
+        ("delivered", now),
+        ("read", now + timedelta(seconds=1)),
+        ("delivered", now + timedelta(seconds=2)),
+        ("failed", now + timedelta(seconds=3)),
+    ]:
+        system.publish(
+            "delivery.status.v1",
+            tenant_id,
+            {"provider": "meta", "provider_message_id": wamid, "status": status, "at": at.isoformat()},
+        )
+    message = wait_status(client, message_id, "read")
+    time.sleep(1.0)
+    message = client.get(f"/v1/messages/{message_id}").json()
+    assert message["status"] == "read"
+    assert [h["status"] for h in message["history"]] == ["queued", "sending", "sent", "delivered", "read"]
+
+    other_id = client.post(
+        "/v1/messages", json={"to": phone(51), "content": template, "channel_id": other["id"]}
+    ).json()["id"]
+    wait_status(client, other_id, "sent")
+    listed = lambda **p: [m["id"] for m in client.get("/v1/messages", params=p).json()["items"]]  # noqa: E731
+    assert listed(status="read") == [message_id]
+    assert listed(channel_id=other["id"]) == [other_id]
+    assert listed(to=phone(51)) == [other_id]
+    assert listed(created_after=(now + timedelta(minutes=1)).isoformat()) == []
+    assert set(listed(created_after=(now - timedelta(minutes=1)).isoformat())) == {message_id, other_id}
+
+
+def test_the_same_request_event_twice_is_sent_once(system: SenderSystem):
+    tenant_id, key = system.tenant("idem")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    message_id = str(uuid.uuid4())
+    data = {
+        "message_id": message_id,
+        "to": phone(60),
+        "content": {"kind": "template", "name": "otp", "language": "en"},
+        "channel_id": channel["id"],
+        "origin": "test",
+    }
+    system.publish("message.requested.v1", tenant_id, data)
+    system.publish("message.requested.v1", tenant_id, data)
+    wait_status(client, message_id, "sent")
+    time.sleep(0.5)
+    assert len(system.meta.received_for(channel["settings"]["phone_number_id"])) == 1
+
+
+def test_repeated_transient_failures_open_the_breaker_and_a_probe_closes_it(system: SenderSystem):
+    _, key = system.tenant("breaker")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    # 4 consecutive failures open it (threshold 4 here); the first two probes fail too
+    system.meta.fail_next(131000, count=6, to=phone(70).lstrip("+"))
+    template = {"kind": "template", "name": "b", "language": "en"}
+    ids = [
+        client.post(
+            "/v1/messages", json={"to": phone(70), "content": template, "channel_id": channel["id"]}
+        ).json()["id"]
+        for i in range(4)
+    ]
+    wait_for(
+        lambda: client.get(f"/v1/channels/{channel['id']}").json()["breaker"] == "open",
+        10,
+        "the breaker to open",
+    )
+    metrics = system.client(key).get("/metrics").text
+    state_line = f'herald_sender_channel_breaker_state{{channel="{channel["id"]}"}}'
+    assert f"{state_line} 1.0" in metrics or f"{state_line} 2.0" in metrics, "open or probing"
+    for i in ids:
+        wait_status(client, i, "sent", timeout=15)
+    assert client.get(f"/v1/channels/{channel['id']}").json()["breaker"] == "closed"
+    metrics = system.client(key).get("/metrics").text
+    assert f"{state_line} 0.0" in metrics
+    assert (
+        f'herald_sender_messages_total{{channel="{channel["id"]}",code="131000",outcome="retry",provider="meta"}} 6.0'
+        in metrics
+    )
