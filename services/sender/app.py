@@ -98,6 +98,29 @@ class MessageAccepted(BaseModel):
     status: MessageStatus
 
 
+MAX_BATCH = 1000
+
+
+class SendBatchRequest(RequestModel):
+    messages: list[SendMessageRequest] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"1–{MAX_BATCH} messages, accepted together in one transaction (all or none).",
+    )
+
+
+class BatchAccepted(BaseModel):
+    id: uuid.UUID
+    status: MessageStatus
+    created: bool = Field(description="False when an idempotency key matched an earlier message.")
+    error: str | None = Field(default=None, description="Why this item was not accepted.")
+
+
+class BatchAcceptedList(BaseModel):
+    accepted: int = Field(description="Messages newly queued by this request.")
+    messages: list[BatchAccepted] = Field(description="One entry per request item, in order.")
+
+
 class HistoryEntry(BaseModel):
     status: str
     at: datetime
@@ -416,6 +439,45 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
         if not accepted.created:
             response.headers["Idempotent-Replayed"] = "true"
         return MessageAccepted(id=accepted.message_id, status=accepted.status)
+
+    @api.post(
+        "/messages/batch",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=BatchAcceptedList,
+        summary="Send many WhatsApp messages in one request",
+        description="For bulk sends: every item is validated first (one bad item gets 422 naming "
+        "it, and nothing is stored), then all are stored in one transaction. Limits, priorities and "
+        "checks apply to each message exactly as for POST /v1/messages.",
+    )
+    async def send_batch(body: SendBatchRequest, tenant: Tenant = Auth) -> BatchAcceptedList:
+        named = {m.channel_id for m in body.messages if m.channel_id is not None}
+        if named:
+            async with runtime.engine.connect() as conn:
+                for channel_id in named:
+                    if not await repo.channel_exists(conn, tenant.id, channel_id):
+                        raise ApiError(404, "not_found", f"no channel {channel_id} for this tenant")
+        reqs = [
+            MessageRequested(
+                message_id=uuid.uuid4(),
+                to=m.to,
+                text=m.text,
+                content=m.content,
+                fallback_template=m.fallback_template,
+                channel_id=m.channel_id,
+                priority=m.priority,
+                idempotency_key=m.idempotency_key,
+                origin="api",
+            )
+            for m in body.messages
+        ]
+        items = await handlers.request_messages(sender, tenant.id, reqs)
+        return BatchAcceptedList(
+            accepted=sum(1 for i in items if i.created),
+            messages=[
+                BatchAccepted(id=i.message_id, status=i.status, created=i.created, error=i.error)
+                for i in items
+            ],
+        )
 
     @api.get(
         "/messages/{message_id}", response_model=MessageView, summary="A message with its status history"

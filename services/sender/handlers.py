@@ -412,6 +412,96 @@ async def request_message(
     return result
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    message_id: uuid.UUID
+    status: str
+    created: bool
+    error: str | None = None
+
+
+async def request_messages(
+    sender: Sender, tenant_id: uuid.UUID, reqs: list[MessageRequested]
+) -> list[BatchItem]:
+    """Accept many send requests in one transaction (bulk sends): one multi-row insert for the
+    messages, one for their history, one outbox write, one wake-up, instead of a transaction per
+    message. Same rules as ``request_message``, reported per item: an idempotency key seen before
+    returns the first message; one reused for a different request is that item's ``error``."""
+
+    async def store() -> list[BatchItem]:
+        now = utcnow()
+        async with sender.runtime.uow() as uow:
+            default: uuid.UUID | None = None
+            if any(r.channel_id is None for r in reqs):
+                default = await default_channel_id(sender, uow.conn, tenant_id)
+            rows = []
+            for req in reqs:
+                content = req.resolved_content
+                rows.append(
+                    {
+                        "id": req.message_id,
+                        "tenant_id": tenant_id,
+                        "idempotency_key": req.idempotency_key,
+                        "request_hash": _fingerprint(req),
+                        "recipient_enc": sender.runtime.secrets.encrypt(req.to),
+                        "recipient_hash": sender.hash_phone(req.to),
+                        "text": content.body if content.kind == "text" else None,
+                        "content": content.model_dump(mode="json"),
+                        "fallback_template": req.fallback_template.model_dump(mode="json")
+                        if req.fallback_template
+                        else None,
+                        "channel_id": req.channel_id or default,
+                        "priority": req.priority,
+                        "origin": req.origin,
+                        "correlation_id": req.correlation_id,
+                        "status": "queued",
+                        "status_reason": None,
+                        "error_code": None,
+                        "provider": None,
+                        "not_before": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            inserted = await repo.insert_messages(uow.conn, rows)
+            fresh = [row for row in rows if row["id"] in inserted]
+            if fresh:
+                await repo.add_histories(
+                    uow.conn, [_history(row["id"], "queued", None, now) for row in fresh]
+                )
+                for row in fresh:
+                    uow.add_event(_status_event(tenant_id, row, "queued", None, now))
+                await _notify_due(uow)
+            items = []
+            for req, row in zip(reqs, rows, strict=True):
+                if row["id"] in inserted:
+                    items.append(BatchItem(req.message_id, "queued", created=True))
+                    continue
+                existing = (
+                    await repo.find_by_idempotency_key(uow.conn, tenant_id, req.idempotency_key)
+                    if req.idempotency_key
+                    else None
+                )
+                if existing is None:  # same message id twice in one batch: the first one stands
+                    items.append(BatchItem(req.message_id, "queued", created=False))
+                elif existing.request_hash != row["request_hash"]:
+                    items.append(
+                        BatchItem(
+                            existing.id,
+                            existing.status,
+                            created=False,
+                            error=f"idempotency_key {req.idempotency_key!r} was already used for a "
+                            f"different request (message {existing.id}); use a new key for a new message",
+                        )
+                    )
+                else:
+                    items.append(BatchItem(existing.id, existing.status, created=False))
+            await uow.commit()
+        return items
+
+    return await store()
+
+
 async def on_requested(sender: Sender, event: CloudEvent[MessageRequested]) -> None:
     """Consume ``message.requested`` (scheduler, pipeline, other systems): store it once."""
 

@@ -20,6 +20,18 @@ async def insert_message(conn: AsyncConnection, values: dict[str, Any]) -> bool:
     return (await conn.execute(stmt)).first() is not None
 
 
+async def insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """Insert many; the ids actually inserted (an existing id or idempotency key is skipped)."""
+    if not rows:
+        return set()
+    stmt = pg.insert(messages).values(rows).on_conflict_do_nothing().returning(messages.c.id)
+    return {r.id for r in await conn.execute(stmt)}
+
+
+async def add_histories(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(sa.insert(message_history), rows)
+
+
 async def find_by_idempotency_key(conn: AsyncConnection, tenant_id: uuid.UUID, key: str) -> Row[Any] | None:
     return (
         await conn.execute(

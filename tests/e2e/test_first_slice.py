@@ -86,6 +86,40 @@ def test_same_idempotency_key_returns_the_same_message_and_sends_once(herald: He
     assert "already used for a different request" in conflict.json()["message"]
 
 
+def test_a_batch_is_accepted_together_and_each_message_sent_once(herald: Herald, key: str):
+    sender = herald.client("sender", key)
+    otp = f"otp-{uuid.uuid4()}"
+    first = sender.post("/v1/messages", json={"to": PHONE, "text": "code 1", "idempotency_key": otp})
+    batch = [
+        {"to": f"+55119876543{i:02d}", "text": f"Sale starts today ({i})", "priority": 2} for i in range(40)
+    ]
+    batch += [
+        {"to": PHONE, "text": "code 1", "idempotency_key": otp},  # a retry of the request above
+        {"to": PHONE, "text": "code 2", "idempotency_key": otp},  # the key reused for another text
+    ]
+    accepted = sender.post("/v1/messages/batch", json={"messages": batch})
+    assert accepted.status_code == 202, accepted.text
+    items = accepted.json()["messages"]
+    assert accepted.json()["accepted"] == 40 and len(items) == 42
+    assert all(i["created"] and i["error"] is None for i in items[:40])
+    assert items[40]["id"] == first.json()["id"] and not items[40]["created"]
+    assert "already used for a different request" in items[41]["error"]
+    for item in items[:40]:
+        wait_status(sender, item["id"], "sent", timeout=20)
+        assert len(sandbox_for(sender, item["id"])) == 1
+
+    # one bad item refuses the whole batch, names the item, and stores nothing
+    before = sender.get("/v1/messages", params={"limit": 200}).json()
+    bad = sender.post(
+        "/v1/messages/batch",
+        json={"messages": [{"to": PHONE, "text": "fine"}, {"to": "12345", "text": "not a number"}]},
+    )
+    assert bad.status_code == 422 and "messages.1.to" in bad.text, bad.text
+    assert sender.get("/v1/messages", params={"limit": 200}).json() == before
+    too_many = sender.post("/v1/messages/batch", json={"messages": [{"to": PHONE, "text": "x"}] * 1001})
+    assert too_many.status_code == 422
+
+
 def test_scheduled_message_is_sent_at_its_time(herald: Herald, key: str):
     scheduler = herald.client("scheduler", key)
     sender = herald.client("sender", key)
