@@ -516,6 +516,19 @@ async def on_requested(sender: Sender, event: CloudEvent[MessageRequested]) -> N
 # --- the dispatcher -----------------------------------------------------------------------------
 
 
+def _has_due_messages(now: datetime) -> sa.Exists:
+    """Correlated EXISTS: the channel row has a queued message whose time has come."""
+    return (
+        sa.select(sa.literal(1))
+        .where(
+            messages.c.channel_id == channels.c.id,
+            messages.c.status == "queued",
+            messages.c.not_before <= now,
+        )
+        .exists()
+    )
+
+
 class Dispatcher:
     """Claims due messages in batches, sends each in its slot, records results in batches."""
 
@@ -566,15 +579,7 @@ class Dispatcher:
         jobs: list[Job] = []
         async with self.runtime.uow() as uow:
             conn = uow.conn
-            due = (
-                sa.select(sa.literal(1))
-                .where(
-                    messages.c.channel_id == channels.c.id,
-                    messages.c.status == "queued",
-                    messages.c.not_before <= now,
-                )
-                .exists()
-            )
+            due = _has_due_messages(now)
             rows = (
                 await conn.execute(
                     sa.select(channels)
@@ -610,15 +615,7 @@ class Dispatcher:
                     )
                 )
             ).scalar()
-            due = (
-                sa.select(sa.literal(1))
-                .where(
-                    messages.c.channel_id == channels.c.id,
-                    messages.c.status == "queued",
-                    messages.c.not_before <= now,
-                )
-                .exists()
-            )
+            due = _has_due_messages(now)
             busy = (
                 await conn.execute(
                     sa.select(
