@@ -107,6 +107,9 @@ def run_local() -> int:
         say("stopped. Data is kept in .herald/ (remove it with `make clean`).")
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # started in the background (nohup, `&`, a supervisor), a process inherits SIGINT ignored;
+    # `kill -INT` should still stop Herald as Ctrl-C does
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         say("starting RabbitMQ and PostgreSQL from this machine's packages (no Docker engine here) …")
         urls = infra.start()
