@@ -179,6 +179,12 @@ def test_a_gateway_channel_sends_text_and_quick_replies(
     for message_id in ids:
         message = _final_status(sender, message_id)
         assert message["status"] == "sent", message
+    # a gateway that cannot send buttons says so in the message's history; Chatwoot can
+    sent_reason = next(h["reason"] for h in message["history"] if h["status"] == "sent")
+    if provider == "chatwoot":
+        assert sent_reason is None, message["history"]
+    else:
+        assert sent_reason is not None and "numbered" in sent_reason, message["history"]
 
     if provider == "chatwoot":
         posts = [r.json for r in gateways.chatwoot.requests_to("/messages", "POST")]
