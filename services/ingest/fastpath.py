@@ -1,11 +1,11 @@
 """The webhook POST path as a plain ASGI app in front of FastAPI.
 
-Provider webhooks are the only high-volume traffic ingest serves. Routed through FastAPI and the
-runtime's ``@app.middleware("http")`` metrics middleware (a ``BaseHTTPMiddleware``, which runs
-each request in extra anyio tasks), a webhook costs several times the CPU of the work it does.
-``WebhookFastPath`` takes ``POST /webhooks/{provider}/{source_id}`` straight from the server,
-records the same HTTP metrics, and hands everything else (the Meta GET handshake, ``/v1``, health,
-lifespan) to FastAPI, where the same routes are declared for the OpenAPI document.
+Provider webhooks are the only high-volume traffic ingest serves. ``WebhookFastPath`` takes
+``POST /webhooks/{provider}/{source_id}`` straight from the server, without FastAPI's routing,
+dependency resolution and response models (the body is raw bytes that must be verified before it
+is parsed anyway), records the same HTTP metrics, and hands everything else (the Meta GET
+handshake, ``/v1``, health, lifespan) to FastAPI, where the same routes are declared for the
+OpenAPI document.
 """
 
 from __future__ import annotations
