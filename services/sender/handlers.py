@@ -541,6 +541,12 @@ class Dispatcher:
         self._done: list[Job] = []
         self._flush_wanted = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # held for a whole claim pass: drain() takes it (and keeps it) so that a pass under way
+        # when SIGTERM arrives finishes and hands its jobs over before the drain looks at them
+        self._claiming = asyncio.Lock()
+        # jobs waiting for their send slot (not yet at the provider): a drain hands them back
+        self._waiting: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._released: list[Job] = []
 
     # ---- claim loop ----
 
@@ -555,7 +561,10 @@ class Dispatcher:
                         self._capacity.clear()
                         await asyncio.wait_for(self._capacity.wait(), timeout=1.0)
                         continue
-                    wait = await self.runtime.with_db("claim messages", self.claim)
+                    async with self._claiming:
+                        if self.runtime.stopping.is_set():
+                            break
+                        wait = await self.runtime.with_db("claim messages", self.claim)
                 except TimeoutError:
                     continue
                 except Exception as exc:
@@ -936,7 +945,17 @@ class Dispatcher:
         try:
             delay = job.slot - time.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                self._waiting[job.id] = asyncio.current_task()  # type: ignore[assignment]
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    if not self.runtime.stopping.is_set():
+                        raise
+                    # drain() cancelled the wait: the provider was not called, hand the job back
+                    self._released.append(job)
+                    return
+                finally:
+                    self._waiting.pop(job.id, None)
             REQUEST_TO_PROVIDER.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
             try:
                 provider = self.sender.provider(job.provider)
@@ -988,14 +1007,59 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
 
     async def drain(self, seconds: float) -> None:
-        """On shutdown: let in-flight calls finish and their results be recorded."""
+        """On shutdown (``runtime.stopping`` is set): no new claim pass starts, a pass under way
+        finishes, jobs still waiting for their slot go back to ``queued`` without a provider call,
+        and calls already at the provider finish and have their results recorded. Whatever is still
+        at the provider when ``seconds`` run out stays ``sending`` and is reconciled after the lease
+        by the next process (see reconcile_orphans)."""
         deadline = time.monotonic() + seconds
-        while (self._tasks or self._done) and time.monotonic() < deadline:
-            if self._done:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._claiming.acquire()  # kept: the claim loop sees ``stopping`` and ends
+        except TimeoutError:
+            log.warning("a claim pass did not finish within the drain timeout")
+        for task in list(self._waiting.values()):
+            task.cancel()
+        while (self._tasks or self._done or self._released) and time.monotonic() < deadline:
+            if self._released:
+                released, self._released = self._released, []
+                await self.runtime.with_db("release jobs", partial(self.release, released))
+            elif self._done:
                 done, self._done = self._done, []
                 await self.runtime.with_db("record results", partial(self.record, done))
             else:
                 await asyncio.sleep(0.02)
+        left = len(self._tasks)
+        if left:
+            log.warning("drain timed out: messages stay 'sending' until reconciled", in_flight=left)
+
+    async def release(self, jobs: Sequence[Job]) -> None:
+        """Hand claimed jobs that never reached the provider back to the queue."""
+        now = utcnow()
+        async with self.runtime.uow() as uow:
+            result = await uow.conn.execute(
+                sa.update(messages)
+                .where(messages.c.id.in_([j.id for j in jobs]), messages.c.status == "sending")
+                .values(
+                    status="queued",
+                    sending_started_at=None,
+                    attempts=messages.c.attempts - 1,
+                    not_before=now,
+                    updated_at=now,
+                )
+                .returning(messages.c.id)
+            )
+            released = list(result.scalars())
+            if released:
+                await uow.conn.execute(
+                    sa.insert(message_history),
+                    [
+                        _history(i, "queued", "sender stopping: released before the provider call", now)
+                        for i in released
+                    ],
+                )
+            await uow.commit()
+        log.info("released claimed messages on shutdown", count=len(released))
 
     async def record(self, done: Sequence[Job]) -> None:
         now = utcnow()

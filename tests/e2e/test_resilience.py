@@ -103,7 +103,6 @@ def test_sigkill_of_the_sender_mid_stream_loses_nothing_and_sends_nothing_twice(
     before = statuses(client)
     assert before["sent"] < total, f"the kill came too late to interrupt anything: {before}"
 
-    # messages left in 'sending' by the kill are reconciled after the lease (3 s in this test)
     # messages left in "sending" by the kill are reconciled after the lease (3 s in this test)
     assert_each_sent_once(client, ids, sender, timeout=90)
 
@@ -191,16 +190,17 @@ def test_sigterm_drains_in_flight_messages_before_the_sender_exits(herald: Heral
     tenant, client, ids = stream_through_sender(herald, "drain", total := 400)
     sender = herald.services["sender"]
 
-    # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is "terminated by
-    # SIGTERM" (143 in a shell); what matters is that the drain completed before it
-    assert sender.terminate(timeout=30) in (0, -15), sender.log_tail()
-    assert '"service stopped"' in sender.log_tail(5), sender.log_tail()
-    after_exit = asyncio.run(count_by_status(herald.infra.database_url, tenant["tenant_id"]))
-    assert after_exit["sending"] == 0, f"SIGTERM left messages mid-send: {after_exit}"
-    assert after_exit["sent"] < total, f"the stop came too late to interrupt anything: {after_exit}"
-
-    sender.start()
-    sender.wait_ready()
+    try:
+        # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is "terminated
+        # by SIGTERM" (143 in a shell); what matters is that the drain completed before it
+        assert sender.terminate(timeout=30) in (0, -15), sender.log_tail()
+        assert '"service stopped"' in sender.log_tail(5), sender.log_tail()
+        after_exit = asyncio.run(count_by_status(herald.infra.database_url, tenant["tenant_id"]))
+        assert after_exit["sending"] == 0, f"SIGTERM left messages mid-send: {after_exit}"
+        assert after_exit["sent"] < total, f"the stop came too late to interrupt anything: {after_exit}"
+    finally:
+        sender.start()  # the tests after this one need a sender, whatever happened here
+        sender.wait_ready()
     assert_each_sent_once(client, ids, sender, timeout=60)
 
 
