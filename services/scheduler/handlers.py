@@ -438,7 +438,11 @@ async def plan_event_reminders(sched: Scheduler, event: CloudEvent[EventPublishe
                 policy = await repo.get_policy(uow.conn, event.tenantid)
             rules = policy_rules(policy.reminders if policy is not None else None)
             rows = await repo.reminders_for_event(uow.conn, event.tenantid, data.event_id)
-            if any(r.event_time > event.time for r in rows):
+            cancelled_at = await repo.cancellation_time(uow.conn, event.tenantid, data.event_id)
+            if any(r.event_time > event.time for r in rows) or (
+                cancelled_at is not None and cancelled_at >= event.time
+            ):
+                # an older event arriving late: it must not undo a newer change or a cancellation
                 log.info("older event ignored", event_id=data.event_id, type=event.type)
                 await uow.commit()  # keep the processed mark: a redelivery is ignored at once
                 return False
@@ -520,9 +524,18 @@ async def cancel_event_reminders(sched: Scheduler, event: CloudEvent[EventCancel
         async with runtime.uow() as uow:
             if not await uow.mark_processed(EVENTS_CONSUMER, f"{event.source}:{event.id}"):
                 return 0
-            count = await repo.cancel_pending_reminders(
-                uow.conn, event.tenantid, event.data.event_id, utcnow()
-            )
+            now = utcnow()
+            event_id = event.data.event_id
+            rows = await repo.reminders_for_event(uow.conn, event.tenantid, event_id)
+            if any(r.event_time > event.time for r in rows):
+                # the event was published or changed after this cancellation was issued: it is on
+                log.info("older event ignored", event_id=event_id, type=event.type)
+                await uow.commit()
+                return 0
+            # remembered even when nothing is planned yet: an event.published that arrives after
+            # its cancellation (several publishers, a redelivery) must plan nothing
+            await repo.remember_cancellation(uow.conn, event.tenantid, event_id, event.time, now)
+            count = await repo.cancel_pending_reminders(uow.conn, event.tenantid, event_id, now, event.time)
             await uow.commit()
             return count
 

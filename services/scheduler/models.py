@@ -108,6 +108,17 @@ reminders = sa.Table(
     sa.Index("ix_reminders_event", "tenant_id", "event_id"),
 )
 
+#: an event.cancelled, remembered by its CloudEvent time: an event.published / event.changed that
+#: is not newer plans nothing (it arrived late); a newer one (the event is on again) plans afresh
+cancelled_events = sa.Table(
+    "cancelled_events",
+    metadata,
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 pacing_schedules = sa.Table(
     "pacing_schedules",
     metadata,

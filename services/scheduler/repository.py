@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.scheduler.models import cancelled_events as ce
 from services.scheduler.models import event_reminder_policies as erp
 from services.scheduler.models import occurrences as occ
 from services.scheduler.models import pacing_schedules as ps
@@ -207,14 +208,37 @@ async def update_reminder(conn: AsyncConnection, reminder_id: uuid.UUID, **value
 
 
 async def cancel_pending_reminders(
-    conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str, now: datetime
+    conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str, now: datetime, event_time: datetime
 ) -> int:
     result = await conn.execute(
         sa.update(rm)
         .where(rm.c.tenant_id == tenant_id, rm.c.event_id == event_id, rm.c.status == "pending")
-        .values(status="cancelled", updated_at=now)
+        .values(status="cancelled", updated_at=now, event_time=event_time)
     )
     return result.rowcount or 0
+
+
+async def remember_cancellation(
+    conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str, event_time: datetime, now: datetime
+) -> None:
+    stmt = pg.insert(ce).values(tenant_id=tenant_id, event_id=event_id, event_time=event_time, cancelled_at=now)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[ce.c.tenant_id, ce.c.event_id],
+            set_={
+                "event_time": sa.func.greatest(ce.c.event_time, stmt.excluded.event_time),
+                "cancelled_at": stmt.excluded.cancelled_at,
+            },
+        )
+    )
+
+
+async def cancellation_time(conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str) -> datetime | None:
+    return (
+        await conn.execute(
+            sa.select(ce.c.event_time).where(ce.c.tenant_id == tenant_id, ce.c.event_id == event_id)
+        )
+    ).scalar()
 
 
 async def list_reminders(

@@ -477,3 +477,42 @@ async def test_an_event_can_override_the_tenant_policy(system):
     assert {(i["reminder"], i["content"]["name"]) for i in items} == {("2h", "doors_open")}
     assert len(items) == 2  # both attendees
     assert datetime.fromisoformat(items[0]["due_at"]) == starts - timedelta(hours=2)
+
+
+async def test_a_cancellation_that_arrives_first_is_not_undone_by_the_late_publication(system):
+    """Several publishers, or a redelivery, can put event.cancelled ahead of the event.published it
+    cancels: the late publication plans no reminder. Publishing the event again afterwards (a
+    newer event.published: it is on again) plans them."""
+    runtime, sched, client = system
+    tenant_id = await _tenant_id(runtime, client)
+    lisbon = ZoneInfo("Europe/Lisbon")
+    day = (utcnow() + timedelta(days=10)).astimezone(lisbon).date()
+    starts = datetime(day.year, day.month, day.day, 20, 0, tzinfo=lisbon)
+    event_id = f"ev-{uuid.uuid4().hex[:6]}"
+
+    publication = new_event(concert(event_id, starts), tenant_id=tenant_id, source="/ticketing")
+    cancellation = new_event(EventCancelled(event_id=event_id), tenant_id=tenant_id, source="/ticketing")
+    assert cancellation.time > publication.time
+    assert await handlers.cancel_event_reminders(sched, cancellation) == 0  # nothing planned yet
+    assert not await handlers.plan_event_reminders(sched, publication)  # the older event, late
+    reminders = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
+    assert reminders == []
+
+    # a late event.changed older than the cancellation cannot bring it back either
+    older_change = new_event(
+        concert(event_id, starts + timedelta(days=1), EventChanged), tenant_id=tenant_id, source="/ticketing"
+    ).model_copy(update={"time": publication.time + timedelta(microseconds=1)})
+    assert not await handlers.plan_event_reminders(sched, older_change)
+    assert (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"] == []
+
+    # the organiser puts the event on again: a newer publication plans its reminders
+    again = new_event(concert(event_id, starts), tenant_id=tenant_id, source="/ticketing")
+    assert await handlers.plan_event_reminders(sched, again)
+    planned = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
+    assert planned and {i["status"] for i in planned} == {"pending"}
+
+    # and a cancellation issued before that re-publication, delivered late, is ignored
+    stale_cancel = cancellation.model_copy(update={"id": str(uuid.uuid4())})
+    assert await handlers.cancel_event_reminders(sched, stale_cancel) == 0
+    still = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
+    assert {i["status"] for i in still} == {"pending"}
