@@ -582,6 +582,24 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
         )
         handlers.forget_default(sender, tenant_id)
 
+    async def _share_tier(
+        conn: Any, tenant_id: uuid.UUID, channel_id: uuid.UUID, portfolio: str, tier: int | None, given: bool
+    ) -> int | None:
+        """The messaging tier belongs to the portfolio (WhatsApp counts unique recipients over all
+        of its numbers): a tier given for one channel is set on every channel of its portfolio; a
+        channel that joins a portfolio without giving one takes the portfolio's."""
+        scope = (
+            channels.c.tenant_id == tenant_id,
+            channels.c.portfolio == portfolio,
+            channels.c.id != channel_id,
+            channels.c.deleted_at.is_(None),
+        )
+        if given:
+            await conn.execute(sa.update(channels).where(*scope).values(tier=tier, updated_at=utcnow()))
+            return tier
+        others = (await conn.execute(sa.select(channels.c.tier).where(*scope).limit(1))).first()
+        return others.tier if others is not None else tier
+
     @chan.post("", status_code=201, response_model=ChannelView, summary="Add a WhatsApp number on a provider")
     async def create_channel(body: ChannelCreate, tenant: Tenant = Auth) -> ChannelView:
         merged = validate_channel_fields(body.provider, body.settings, body.credentials)
@@ -589,6 +607,14 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
         async with runtime.engine.begin() as conn:
             if body.is_default:
                 await _unset_other_defaults(conn, tenant.id, channel_id)
+            tier = await _share_tier(
+                conn,
+                tenant.id,
+                channel_id,
+                body.portfolio or str(channel_id),
+                body.tier,
+                "tier" in body.model_fields_set,
+            )
             await conn.execute(
                 sa.insert(channels).values(
                     id=channel_id,
@@ -603,7 +629,7 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
                     is_default=body.is_default,
                     throughput_per_second=body.throughput_per_second,
                     portfolio=body.portfolio or str(channel_id),
-                    tier=body.tier,
+                    tier=tier,
                     pair_interval_seconds=body.pair_interval_seconds,
                     quiet_hours=body.quiet_hours.model_dump() if body.quiet_hours else None,
                     enforce_window=SPECS[body.provider].enforce_window,
@@ -650,12 +676,21 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
                 "name",
                 "base_url",
                 "throughput_per_second",
-                "portfolio",
-                "tier",
                 "pair_interval_seconds",
             ):
                 if name in fields:
                     values[name] = fields[name]
+            if "portfolio" in fields:  # null: back to a portfolio of its own
+                values["portfolio"] = fields["portfolio"] or str(channel_id)
+            if "tier" in fields or "portfolio" in fields:
+                values["tier"] = await _share_tier(
+                    conn,
+                    tenant.id,
+                    channel_id,
+                    values.get("portfolio", row.portfolio),
+                    fields["tier"] if "tier" in fields else row.tier,
+                    "tier" in fields,
+                )
             if "quiet_hours" in fields:
                 values["quiet_hours"] = body.quiet_hours.model_dump() if body.quiet_hours else None
             if fields.get("paused") is False:

@@ -258,6 +258,37 @@ KINDS = [
 ]
 
 
+def test_the_tier_belongs_to_the_portfolio_and_is_shared_by_its_numbers(system: SenderSystem):
+    _, key = system.tenant("portfolio")
+    client = system.client(key)
+
+    def channel(name: str, **extra) -> dict:
+        response = client.post("/v1/channels", json={"name": name, "provider": "sandbox", **extra})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def tiers() -> dict[str, int | None]:
+        return {c["name"]: c["tier"] for c in client.get("/v1/channels").json()["items"]}
+
+    channel("shop-1", portfolio="shop", tier=2000)
+    channel("shop-2", portfolio="shop")  # joins the portfolio: takes its tier
+    channel("other", tier=250)  # a portfolio of its own
+    assert tiers() == {"shop-1": 2000, "shop-2": 2000, "other": 250}
+
+    channel("shop-3", portfolio="shop", tier=10000)  # WhatsApp raised the portfolio's tier
+    assert tiers() == {"shop-1": 10000, "shop-2": 10000, "shop-3": 10000, "other": 250}
+
+    other = next(c for c in client.get("/v1/channels").json()["items"] if c["name"] == "other")
+    moved = client.patch(f"/v1/channels/{other['id']}", json={"portfolio": "shop"})
+    assert moved.status_code == 200 and moved.json()["tier"] == 10000
+    unlimited = client.patch(f"/v1/channels/{other['id']}", json={"tier": None})
+    assert unlimited.status_code == 200
+    assert set(tiers().values()) == {None}
+    alone = client.patch(f"/v1/channels/{other['id']}", json={"portfolio": None, "tier": 250})
+    assert alone.json()["portfolio"] == other["id"]
+    assert tiers() == {"shop-1": None, "shop-2": None, "shop-3": None, "other": 250}
+
+
 def test_every_message_kind_reaches_the_cloud_api_in_its_shape(system: SenderSystem):
     tenant_id, key = system.tenant("kinds")
     client = system.client(key)
