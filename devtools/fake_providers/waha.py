@@ -8,6 +8,9 @@
   → 201 with a ``WAMessage`` whose ``id`` is ``true_<chatId>_<id>``
 - validation failures → 400 (NestJS: ``{"statusCode": 400, "message": [...], "error": "Bad Request"}``)
 - an unknown session → 404; a session not WORKING (``set_session_status``) → 422 with its status
+- ``GET /api/contacts/check-exists?phone=&session=`` → ``WANumberExistResult``
+  ``{"numberExists", "chatId"?}``; a send to a number in ``unregistered`` fails with 500 and the
+  engine's evaluation error, as WhatsApp Web answers for a number that has no WhatsApp account
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class FakeWaha(FakeGateway):
         self.sessions: dict[str, str] = dict(sessions or {"default": "WORKING"})
         self.me = "5511888887777@c.us"
         self.sent: list[dict[str, Any]] = []
+        #: phone numbers (digits) that have no WhatsApp account
+        self.unregistered: set[str] = set()
 
     def set_session_status(self, session: str, status: str) -> None:
         self.sessions[session] = status
@@ -53,6 +58,17 @@ class FakeWaha(FakeGateway):
         app.router.add_post("/api/sendText", self._send)
         for path in _FILE_ENDPOINTS:
             app.router.add_post(path, self._send)
+        app.router.add_get("/api/contacts/check-exists", self._check_exists)
+
+    async def _check_exists(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("X-Api-Key") != self.api_key:
+            return json_response({"message": "Unauthorized", "statusCode": 401}, status=401)
+        phone = request.query.get("phone", "").lstrip("+")
+        if not phone or "session" not in request.query:
+            return _bad_request("phone must be a string", "session must be a string")
+        if phone in self.unregistered:
+            return json_response({"numberExists": False})
+        return json_response({"numberExists": True, "chatId": f"{phone}@c.us"})
 
     async def _send(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("X-Api-Key") != self.api_key:
@@ -116,6 +132,15 @@ class FakeWaha(FakeGateway):
                     "error": "Bad Request",
                 },
                 status=400,
+            )
+        if chat_id.split("@")[0] in self.unregistered:  # type: ignore[union-attr]
+            return json_response(
+                {
+                    "statusCode": 500,
+                    "message": "Evaluation failed: Error: wid error: invalid wid",
+                    "exception": {"message": "Evaluation failed: Error: wid error: invalid wid"},
+                },
+                status=500,
             )
         message = {
             "id": f"true_{chat_id}_3EB0{uuid.uuid4().hex[:16].upper()}",

@@ -221,7 +221,9 @@ async def cancel_pending_reminders(
 async def remember_cancellation(
     conn: AsyncConnection, tenant_id: uuid.UUID, event_id: str, event_time: datetime, now: datetime
 ) -> None:
-    stmt = pg.insert(ce).values(tenant_id=tenant_id, event_id=event_id, event_time=event_time, cancelled_at=now)
+    stmt = pg.insert(ce).values(
+        tenant_id=tenant_id, event_id=event_id, event_time=event_time, cancelled_at=now
+    )
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[ce.c.tenant_id, ce.c.event_id],

@@ -193,6 +193,22 @@ async def test_a_server_error_is_retried(waha: FakeWaha, http: httpx.AsyncClient
     assert (error.failure, error.code) == (Failure.RETRY, "500")
 
 
+async def test_a_number_without_whatsapp_fails_at_once_instead_of_being_retried(
+    waha: FakeWaha, http: httpx.AsyncClient
+) -> None:
+    waha.unregistered.add("5511912340000")
+    error = await _send_error(waha, http, to="+5511912340000")
+    assert (error.failure, error.code) == (Failure.PERMANENT, "not_on_whatsapp")
+    assert "+5511912340000 has no WhatsApp account" in error.reason
+    check = waha.requests_to("/api/contacts/check-exists", "GET")
+    assert [(r.query["phone"], r.query["session"]) for r in check] == [("5511912340000", "sales")]
+
+    # a server error for a number that has WhatsApp stays retryable (checked, then retried)
+    waha.fail(500, {"statusCode": 500, "message": "Internal server error"}, path="/api/sendText")
+    error = await _send_error(waha, http)
+    assert (error.failure, error.code) == (Failure.RETRY, "500")
+
+
 async def test_a_timeout_is_retried(waha: FakeWaha, http: httpx.AsyncClient) -> None:
     waha.delay(1.0)
     error = await _send_error(waha, http)

@@ -177,7 +177,16 @@ class WahaProvider:
         )
         payload = gateway.json_body(response)
         if response.status_code not in (200, 201):
-            raise classify_waha_error(response.status_code, payload, response.headers, session=session)
+            error = classify_waha_error(response.status_code, payload, response.headers, session=session)
+            if response.status_code >= 500 and await self._not_on_whatsapp(channel, session, message.to):
+                raise ProviderError(
+                    f"{message.to} has no WhatsApp account (WAHA check-exists: numberExists false; "
+                    f"the send failed with {error}): fix the number",
+                    failure=Failure.PERMANENT,
+                    code="not_on_whatsapp",
+                    http_status=response.status_code,
+                ) from error
+            raise error
         message_id = waha_message_id(payload, body["chatId"])
         if not message_id:
             raise ProviderError(
@@ -188,6 +197,24 @@ class WahaProvider:
                 http_status=response.status_code,
             )
         return SendResult(provider_message_id=message_id, degraded=degraded)
+
+    async def _not_on_whatsapp(self, channel: ChannelConfig, session: str, to: str) -> bool:
+        """After a server error: does the number have no WhatsApp account? WhatsApp Web answers a
+        send to such a number with an engine error (500), which would otherwise be retried until
+        it is a dead letter. Only a clear ``numberExists: false`` counts; any other answer keeps
+        the original (retryable) error."""
+        try:
+            response = await self._http.get(
+                channel.base_url.rstrip("/") + "/api/contacts/check-exists",
+                params={"phone": to.lstrip("+"), "session": session},
+                headers={"X-Api-Key": channel.credentials.get("api_key", "")},
+            )
+        except httpx.HTTPError:
+            return False
+        payload = gateway.json_body(response)
+        return (
+            response.status_code == 200 and isinstance(payload, dict) and payload.get("numberExists") is False
+        )
 
     async def lookup(self, channel: ChannelConfig, message: Outbound) -> str | None:
         raise LookupUnsupported("WAHA keeps no client reference for a sent message")
