@@ -35,7 +35,6 @@ from shared.service import ServiceRuntime
 
 log = get_logger(__name__)
 MEDIA = Counter("herald_ingest_media_total", "Media downloads by outcome", ["outcome"])
-MEDIA_CHANNEL = "ingest_media"
 TRANSCRIBED = frozenset({"voice", "audio"})
 
 
@@ -72,27 +71,17 @@ class MediaWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        """Claim loop: LISTEN for the webhook path's NOTIFY, poll as a fallback."""
-        listener = None
-        dsn = self.settings.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        """Claim loop: woken at once by this replica's webhook path (``wake``), and polling every
+        ``media_poll_seconds`` for jobs stored by other replicas and retries that came due. (The
+        webhook statement has no NOTIFY on purpose, see webhooks.py, so there is nothing to
+        LISTEN for.)"""
         async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
-            try:
-                import asyncpg
-
-                with contextlib.suppress(Exception):
-                    listener = await asyncpg.connect(dsn)
-                    await listener.add_listener(MEDIA_CHANNEL, lambda *_: self._wake.set())
-                while not self.runtime.stopping.is_set():
-                    handled = await self.run_once(http)
-                    if handled:
-                        continue
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.settings.media_poll_seconds)
-            finally:
-                if listener is not None:
-                    with contextlib.suppress(Exception):
-                        await listener.close()
+            while not self.runtime.stopping.is_set():
+                self._wake.clear()
+                if await self.run_once(http):
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.media_poll_seconds)
 
     async def run_once(self, http: httpx.AsyncClient, batch: int = 8) -> int:
         async with self.runtime.engine.begin() as conn:
