@@ -945,6 +945,7 @@ class Dispatcher:
         try:
             delay = job.slot - time.time()
             if delay > 0:
+                RATE_WAITS.labels(str(job.channel.id), "throughput").inc()
                 self._waiting[job.id] = asyncio.current_task()  # type: ignore[assignment]
                 try:
                     await asyncio.sleep(delay)

@@ -81,6 +81,16 @@ def test_two_sender_processes_together_keep_a_channels_throughput(system: Sender
                     next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)), 0.0)
                 )
             assert sum(per_process) == total and all(n > 0 for n in per_process), per_process
+            waits = sum(
+                float(x.split()[-1])
+                for url in (system.sender.url, second.url)
+                for x in httpx.get(f"{url}/metrics").text.splitlines()
+                if x.startswith(
+                    f'herald_sender_limit_waits_total{{channel="{channel["id"]}",limit="throughput"}}'
+                )
+            )
+            # 75 at 25/s: all but the first few of each claim pass wait for their slot
+            assert waits >= total // 2, f"only {waits} throughput waits counted for {total} paced sends"
     finally:
         second.terminate()
 
