@@ -1,9 +1,10 @@
 """Blob stores for inbound media, behind one interface.
 
 Keys are ``<tenant id>/<user prefix>/<name>``: one prefix per user, so ``delete_prefix`` erases
-everything of one user in one call. ``LocalBlobStore`` (the default, and what the tests run) keeps
-files under a folder; ``S3BlobStore`` (extra ``s3``: aiobotocore) and ``GcsBlobStore`` (extra
-``gcs``: gcloud-aio-storage) keep objects in a bucket.
+everything of one user in one call. ``LocalBlobStore`` (the default) keeps files under a folder;
+``S3BlobStore`` (extra ``s3``: aiobotocore) and ``GcsBlobStore`` (extra ``gcs``:
+gcloud-aio-storage) keep objects in a bucket. ``tests/integration/test_blob_stores.py`` runs all
+three, S3 against moto's server and GCS against gcp-storage-emulator.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ class LocalBlobStore:
 
 
 class S3BlobStore:
-    """Amazon S3 or any S3-compatible store (MinIO, R2) through aiobotocore. Untested here: no S3
-    endpoint in the test environment; written against aiobotocore's documented client API."""
+    """Amazon S3 or any S3-compatible store (MinIO, R2) through aiobotocore; credentials from the
+    usual AWS environment or instance role."""
 
     def __init__(
         self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None
@@ -121,8 +122,8 @@ class S3BlobStore:
 
 
 class GcsBlobStore:
-    """Google Cloud Storage through gcloud-aio-storage. Untested here (no GCS in the test
-    environment); written against the library's ``Storage`` API."""
+    """Google Cloud Storage through gcloud-aio-storage; credentials from the usual Google
+    application-default chain (``STORAGE_EMULATOR_HOST`` points it at an emulator)."""
 
     def __init__(self, bucket: str, prefix: str = "") -> None:
         from gcloud.aio.storage import Storage
