@@ -11,6 +11,7 @@ Media are registered with ``put(media_id, data, mime)``; requests are recorded i
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class FakeMedia:
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     fail_next: int = 0
+    #: seconds every file download is held before it is answered (a slow CDN)
+    file_delay: float = 0.0
     port: int = 0
     _server: Any = None
     _thread: threading.Thread | None = None
@@ -97,6 +100,8 @@ class FakeMedia:
         async def files(request: Request) -> Response:
             name = request.path_params["name"]
             self.calls.append(("file", name))
+            if self.file_delay:
+                await asyncio.sleep(self.file_delay)
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return Response("temporarily unavailable", 503)

@@ -18,6 +18,7 @@ from typing import Protocol
 class BlobStore(Protocol):
     async def put(self, key: str, data: bytes, content_type: str) -> None: ...
     async def get(self, key: str) -> bytes: ...
+    async def delete(self, key: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> int: ...
     async def close(self) -> None: ...
 
@@ -49,6 +50,9 @@ class LocalBlobStore:
 
     async def get(self, key: str) -> bytes:
         return await asyncio.to_thread(self._path(key).read_bytes)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
 
     async def delete_prefix(self, prefix: str) -> int:
         path = self._path(prefix)
@@ -104,6 +108,10 @@ class S3BlobStore:
         async with response["Body"] as stream:
             return await stream.read()
 
+    async def delete(self, key: str) -> None:
+        client = await self._c()
+        await client.delete_object(Bucket=self.bucket, Key=self.prefix + _safe(key))
+
     async def delete_prefix(self, prefix: str) -> int:
         client = await self._c()
         paginator = client.get_paginator("list_objects_v2")
@@ -137,6 +145,13 @@ class GcsBlobStore:
 
     async def get(self, key: str) -> bytes:
         return await self._storage.download(self.bucket, self.prefix + _safe(key))
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._storage.delete(self.bucket, self.prefix + _safe(key))
+        except Exception as exc:  # already gone is fine, as for the other stores
+            if getattr(exc, "status", None) != 404:
+                raise
 
     async def delete_prefix(self, prefix: str) -> int:
         deleted = 0

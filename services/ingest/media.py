@@ -171,6 +171,20 @@ class MediaWorker:
             data["transcript"] = transcript
         body = json.dumps(event, separators=(",", ":")).encode()
         async with self.runtime.uow() as uow:
+            still_there = (
+                await uow.conn.execute(
+                    sa.select(media_jobs.c.id).where(media_jobs.c.id == job.id).with_for_update()
+                )
+            ).first()
+            if still_there is None:
+                # the user was erased (DELETE /v1/users/{id}/data) while this download ran: the
+                # message is not published and what was just stored goes too (leaving the block
+                # without commit rolls the transaction back)
+                if blob_key is not None:
+                    await self.blobs.delete(blob_key)
+                MEDIA.labels("erased").inc()
+                log.info("media job erased during its download: nothing published", job=job.id)
+                return
             await uow.conn.execute(
                 sa.insert(self.runtime.outbox).values(
                     event_id=job.event_id, routing_key=event["type"], body=body

@@ -417,11 +417,12 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
                 .scalars()
                 .all()
             )
+            # pending jobs too: their event (text included) is never published, and a download
+            # under way finds its job gone and deletes what it stored (MediaWorker.handle)
             await conn.execute(
                 sa.delete(media_jobs).where(
                     media_jobs.c.tenant_id == tenant.id,
                     media_jobs.c.delivery_id.in_(erased),
-                    media_jobs.c.state != "pending",
                 )
             )
             await conn.execute(

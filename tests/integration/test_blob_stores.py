@@ -102,6 +102,12 @@ async def test_media_come_back_byte_for_byte_and_erasing_a_user_removes_only_the
     assert await store.delete_prefix(rui) == 1
     assert await store.get(f"tenant-{run}/u-rui2/wamid.4.jpg") == photo
 
+    # one blob (a download that finished after its user was erased)
+    await store.delete(f"tenant-{run}/u-rui2/wamid.4.jpg")
+    with pytest.raises(Exception):  # noqa: B017
+        await store.get(f"tenant-{run}/u-rui2/wamid.4.jpg")
+    await store.delete(f"tenant-{run}/u-rui2/wamid.4.jpg")  # already gone: no error
+
 
 async def test_a_key_that_climbs_out_of_its_prefix_is_refused(store: BlobStore):
     for key in ("../other-tenant/x", "tenant/u-ana/../../x", ""):

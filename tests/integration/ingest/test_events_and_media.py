@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -282,6 +283,45 @@ async def test_contacts_are_listed_mapped_to_users_and_a_users_data_erased(inges
     assert (await ingest.client.delete("/v1/users/user-42/data", headers=ingest.auth)).status_code == 404
     other = await ingest.client.get("/v1/contacts", headers={"Authorization": "Bearer hk_wrong"})
     assert other.status_code == 401
+
+
+async def test_a_user_erased_while_their_media_downloads_gets_nothing_stored_or_published(ingest: Ingest):
+    await ingest.post("meta", meta_text("hello", "wamid.e1", "5511977776666"))
+    await ingest.events(1)
+    put = await ingest.client.put(
+        "/v1/contacts/+5511977776666", json={"user_id": "user-77"}, headers=ingest.auth
+    )
+    assert put.status_code == 200
+    ingest.media.put("meta-slow", JPEG, "image/jpeg")
+    ingest.media.file_delay = 1.5  # the download is under way when the erasure comes
+    try:
+        image = example("meta-webhooks/meta-openapi__inbound_image.json")
+        message = image["entry"][0]["changes"][0]["value"]["messages"][0]
+        message.update(id="wamid.e2", **{"from": "5511977776666"})
+        message["image"]["id"] = "meta-slow"
+        assert (await ingest.post("meta", image)).status_code == 200
+        for _ in range(200):
+            if ("file", "meta-slow") in ingest.media.calls:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the media worker never started the download")
+        erased = await ingest.client.delete("/v1/users/user-77/data", headers=ingest.auth)
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["webhooks_erased"] == 2
+        late = await ingest.events(1, within=4)  # the download finishes meanwhile
+    finally:
+        ingest.media.file_delay = 0.0
+    assert late == [], "the erased user's message was published after the erasure"
+    user_dir = Path(ingest.blob_dir) / str(ingest.tenant_id) / "u-user-77"
+    assert not user_dir.exists() or not any(p.is_file() for p in user_dir.rglob("*")), (
+        "the erased user's media was stored after the erasure"
+    )
+    async with ingest.runtime.engine.connect() as conn:
+        jobs = (
+            await conn.execute(sa.select(sa.func.count()).where(media_jobs.c.tenant_id == ingest.tenant_id))
+        ).scalar()
+    assert jobs == 0
 
 
 async def test_media_of_a_type_not_accepted_is_not_stored_and_the_message_says_why(ingest: Ingest):
