@@ -85,6 +85,9 @@ class FakeMetaState:
     received: list[dict[str, Any]] = field(default_factory=list)
     errors: list[Injected] = field(default_factory=list)
     latency: float = 0.0
+    #: seconds between accepting a message (it is in ``received``, with its wamid) and answering:
+    #: a status webhook for it can overtake the answer, as with the real Cloud API under load
+    answer_delay: float = 0.0
     attempts: int = 0
 
 
@@ -164,6 +167,8 @@ def build_app(state: FakeMetaState) -> web.Application:
                 "body": body,
             }
         )
+        if state.answer_delay:
+            await asyncio.sleep(state.answer_delay)
         return web.json_response(
             {
                 "messaging_product": "whatsapp",

@@ -572,6 +572,52 @@ def test_delivery_statuses_move_forward_only_with_history_and_filters(system: Se
     assert set(listed(created_after=(now - timedelta(minutes=1)).isoformat())) == {message_id, other_id}
 
 
+def test_a_status_that_overtakes_the_send_answer_is_applied_once_the_send_is_recorded(
+    system: SenderSystem,
+):
+    """Meta can deliver the ``delivered`` webhook before the sender has recorded the answer to its
+    send (the status carries a wamid no message has yet): it is kept and applied, not lost."""
+    tenant_id, key = system.tenant("early")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    pnid = channel["settings"]["phone_number_id"]
+    template = {"kind": "template", "name": "receipt", "language": "en_US"}
+    system.meta.fake.state.answer_delay = 2.0
+    try:
+        message_id = client.post(
+            "/v1/messages", json={"to": phone(55), "content": template, "channel_id": channel["id"]}
+        ).json()["id"]
+        wait_for(lambda: system.meta.received_for(pnid), 10, "the fake Cloud API to get the send")
+        wamid = system.meta.received_for(pnid)[0]["id"]
+        system.publish(
+            "delivery.status.v1",
+            tenant_id,
+            {
+                "provider": "meta",
+                "provider_message_id": wamid,
+                "status": "delivered",
+                "at": datetime.now(UTC).isoformat(),
+            },
+        )
+
+        async def kept() -> int:
+            conn = await asyncpg.connect(asyncpg_dsn(system.infra.database_url))
+            try:
+                return await conn.fetchval(
+                    "SELECT count(*) FROM sender.pending_statuses WHERE provider_message_id = $1", wamid
+                )
+            finally:
+                await conn.close()
+
+        wait_for(lambda: asyncio.run(kept()) == 1, 10, "the early status to be kept")
+        assert client.get(f"/v1/messages/{message_id}").json()["status"] == "sending"
+    finally:
+        system.meta.fake.state.answer_delay = 0.0
+    message = wait_status(client, message_id, "delivered")
+    assert [h["status"] for h in message["history"]] == ["queued", "sending", "sent", "delivered"]
+    assert asyncio.run(kept()) == 0
+
+
 def test_the_same_request_event_twice_is_sent_once(system: SenderSystem):
     tenant_id, key = system.tenant("idem")
     client = system.client(key)
