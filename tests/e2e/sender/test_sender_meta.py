@@ -618,6 +618,34 @@ def test_a_status_that_overtakes_the_send_answer_is_applied_once_the_send_is_rec
     assert asyncio.run(kept()) == 0
 
 
+def test_a_meta_message_left_sending_by_a_crash_is_sent_again_and_counted(system: SenderSystem):
+    """The crash rule for a provider that cannot be asked: Meta keeps no client reference, so a
+    message found in 'sending' after its sender died is sent again (a possible duplicate rather
+    than a silent loss), says so in its history, and is counted in the metric."""
+    _, key = system.tenant("crash")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    pnid = channel["settings"]["phone_number_id"]
+    template = {"kind": "template", "name": "receipt", "language": "en_US"}
+    system.meta.fake.state.answer_delay = 5.0
+    try:
+        message_id = client.post(
+            "/v1/messages", json={"to": phone(56), "content": template, "channel_id": channel["id"]}
+        ).json()["id"]
+        wait_for(lambda: system.meta.received_for(pnid), 10, "the fake Cloud API to get the send")
+        system.sender.kill()  # Meta has the message; its answer never reaches the sender
+    finally:
+        system.meta.fake.state.answer_delay = 0.0
+        system.sender.start()
+        system.sender.wait_ready()
+    message = wait_status(client, message_id, "sent", timeout=30)
+    reasons = [(h["status"], h["reason"]) for h in message["history"]]
+    assert ("queued", "reconciled after a crash: sending again (resent_unverifiable)") in reasons, reasons
+    assert len(system.meta.received_for(pnid)) == 2  # the documented possible duplicate
+    metrics = client.get("/metrics").text
+    assert 'herald_sender_reconciled_total{outcome="resent_unverifiable"} 1.0' in metrics
+
+
 def test_the_same_request_event_twice_is_sent_once(system: SenderSystem):
     tenant_id, key = system.tenant("idem")
     client = system.client(key)
