@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -233,6 +234,13 @@ class ServiceRuntime:
             ),
             *(asyncio.create_task(self._run_loop(n, fn), name=n) for n, fn in self._loops),
         ]
+        # Everything built so far (modules, the app, libphonenumber's metadata, the models) lives
+        # as long as the process. Freezing it takes it out of the collector's generations: a full
+        # collection under load no longer walks those objects, which showed as a ~100 ms stall
+        # every few seconds (ingest at 32 concurrent webhooks: p99 114-127 ms without, 33-44 ms
+        # with; CPU per webhook 0.46-0.54 ms without, 0.39-0.50 ms with).
+        gc.collect()
+        gc.freeze()
         log.info("service started", port=self.settings.port)
         try:
             yield
