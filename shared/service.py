@@ -239,8 +239,13 @@ class ServiceRuntime:
         # collection under load no longer walks those objects, which showed as a ~100 ms stall
         # every few seconds (ingest at 32 concurrent webhooks: p99 114-127 ms without, 33-44 ms
         # with; CPU per webhook 0.46-0.54 ms without, 0.39-0.50 ms with).
+        # The young generation is then collected every 20,000 allocations instead of 700: a
+        # request allocates hundreds of short-lived objects that reference counting frees anyway
+        # (ingest: 0.32-0.42 ms of CPU per webhook instead of 0.39-0.50, 1,761-2,301 req/s
+        # instead of 1,488-1,841, in four runs each).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(20_000, 50, 100)
         log.info("service started", port=self.settings.port)
         try:
             yield
