@@ -149,16 +149,17 @@ def bare_app(dsn: str, pool_size: int) -> Any:
 
 
 def run_bare(port: int, dsn: str, pool_size: int) -> None:
+    """One bare process; several share the port through SO_REUSEPORT, as ingest's do."""
+    import socket
+
     import uvicorn
 
-    uvicorn.run(
-        bare_app(dsn, pool_size),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(bare_app(dsn, pool_size), log_level="warning", access_log=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 # --- load ----------------------------------------------------------------------------------------
@@ -241,30 +242,39 @@ async def bench(
     await conn.execute(
         f"CREATE TABLE IF NOT EXISTS {BARE_TABLE} (id bigserial PRIMARY KEY, body bytea NOT NULL, received_at timestamptz NOT NULL DEFAULT now())"
     )
-    ingest = ServiceProcess(
-        "ingest", free_port(), {**env, "INGEST_WEBHOOK_POOL_SIZE": str(args.pool)}, logs / "ingest.log"
-    )
+    ingest_port = free_port()
+    ingest_env = {**env, "INGEST_WEBHOOK_POOL_SIZE": str(args.pool), "INGEST_REUSE_PORT": "true"}
+    ingests = [
+        ServiceProcess("ingest", ingest_port, ingest_env, logs / f"ingest-{i}.log")
+        for i in range(args.processes)
+    ]
+    ingest = ingests[0]
     bare_port = free_port()
-    bare = await asyncio.to_thread(
-        subprocess.Popen,
-        [
-            sys.executable,
-            "-m",
-            "bench.ingest",
-            "--serve-bare",
-            str(bare_port),
-            "--dsn",
-            dsn,
-            "--pool",
-            str(args.pool),
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        start_new_session=True,
-    )
+    bares = [
+        await asyncio.to_thread(
+            subprocess.Popen,
+            [
+                sys.executable,
+                "-m",
+                "bench.ingest",
+                "--serve-bare",
+                str(bare_port),
+                "--dsn",
+                dsn,
+                "--pool",
+                str(args.pool),
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            start_new_session=True,
+        )
+        for _ in range(args.processes)
+    ]
     try:
-        ingest.start()
-        ingest.wait_ready(90)
+        for process in ingests:
+            process.start()
+        for process in ingests:
+            process.wait_ready(90)
         wait_for(lambda: _up(bare_port), 30, "the bare app to answer", None)
         tenant = json.loads(herald_cli(env, "tenant", "create", f"bench-{uuid.uuid4().hex[:6]}", "--json"))
         async with httpx.AsyncClient() as http:
@@ -283,24 +293,26 @@ async def bench(
             f"{args.webhooks} webhooks at {args.concurrency} concurrent connections (warm-up {args.warmup} each)"
         )
 
+        ingest_pids = [p.proc.pid for p in ingests if p.proc is not None]
+        bare_pids = [b.pid for b in bares]
         await load(ingest.url, path, warm, args.concurrency)
-        assert ingest.proc is not None
-        cpu = cpu_seconds(ingest.proc.pid)
+        cpu = sum(cpu_seconds(pid) for pid in ingest_pids)
         elapsed, lat, codes = await load(ingest.url, path, bodies, args.concurrency)
         ingest_rate = figures("ingest   ", args.webhooks, elapsed, lat, codes)
-        ingest_cpu = (cpu_seconds(ingest.proc.pid) - cpu) / args.webhooks
+        ingest_cpu = (sum(cpu_seconds(pid) for pid in ingest_pids) - cpu) / args.webhooks
         ingest_p99 = pct(lat, 99)
 
         bare_url = f"http://127.0.0.1:{bare_port}"
         await load(bare_url, "/bare", warm, args.concurrency)
-        cpu = cpu_seconds(bare.pid)
+        cpu = sum(cpu_seconds(pid) for pid in bare_pids)
         elapsed, lat, codes = await load(bare_url, "/bare", bodies, args.concurrency)
         bare_rate = figures("bare app ", args.webhooks, elapsed, lat, codes)
-        bare_cpu = (cpu_seconds(bare.pid) - cpu) / args.webhooks
+        bare_cpu = (sum(cpu_seconds(pid) for pid in bare_pids) - cpu) / args.webhooks
         load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         say(
-            f"CPU per webhook: ingest process {ingest_cpu * 1000:.2f} ms (HTTP, verification, normalisation, "
+            f"CPU per webhook: ingest {ingest_cpu * 1000:.2f} ms (HTTP, verification, normalisation, "
             f"the outbox relay's publishing), bare app {bare_cpu * 1000:.2f} ms; "
+            f"{args.processes} process(es) each; "
             f"machine load average {load_avg:.1f} on {os.cpu_count()} CPUs"
         )
         ratio = ingest_rate / bare_rate
@@ -333,12 +345,14 @@ async def bench(
             f"({unpublished} unpublished), events on RabbitMQ {published}; loss: {loss}, duplicates: {copies}"
         )
     finally:
-        ingest.terminate()
-        bare.terminate()
-        try:
-            bare.wait(10)
-        except subprocess.TimeoutExpired:
-            bare.kill()
+        for process in ingests:
+            process.terminate()
+        for bare in bares:
+            bare.terminate()
+            try:
+                bare.wait(10)
+            except subprocess.TimeoutExpired:
+                bare.kill()
         await conn.close()
 
 
@@ -356,7 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhooks", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--pool", type=int, default=20, help="database connections of each app")
+    parser.add_argument("--pool", type=int, default=20, help="database connections of each app process")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="processes of each app sharing its port (SO_REUSEPORT), like replicas on one machine",
+    )
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for ingest"
     )

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -347,7 +348,14 @@ class ServiceRuntime:
             timeout_graceful_shutdown=int(self.settings.graceful_timeout_seconds),
             server_header=False,
         )
-        uvicorn.Server(config).run()
+        if not self.settings.reuse_port:
+            uvicorn.Server(config).run()
+            return
+        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.settings.host, self.settings.port))
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def bootstrap(settings: HeraldSettings) -> None:

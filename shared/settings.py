@@ -52,6 +52,11 @@ class HeraldSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     host: str = "0.0.0.0"
     port: int = 8000
+    reuse_port: bool = Field(
+        default=False,
+        description="Bind with SO_REUSEPORT, so several processes of one service can share the port "
+        "on one machine (the kernel spreads connections between them).",
+    )
     graceful_timeout_seconds: float = Field(
         default=20.0, gt=0, description="Time given to in-flight messages on SIGTERM before exit."
     )
