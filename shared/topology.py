@@ -113,6 +113,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("sender", InboundReceived),
     Subscription("sender", ContactOptedOut),
     Subscription("sender", ContactOptedIn),
+    Subscription("sender", TemplateStatusChanged),
     Subscription("scheduler", EventPublished),
     Subscription("scheduler", EventChanged),
     Subscription("scheduler", EventCancelled),
@@ -126,7 +127,6 @@ SERVICES = ("ingest", "scheduler", "pipeline", "sender")
 UNCONSUMED = (
     PacingDue,
     DraftReady,
-    TemplateStatusChanged,
 )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Row
 from services.sender import handlers
 from services.sender import repository as repo
 from services.sender.domain import TIERS, QuietHours
-from services.sender.models import SCHEMA, channels, messages, metadata
+from services.sender.models import SCHEMA, channels, messages, metadata, templates
 from services.sender.providers.registry import SPECS
 from services.sender.settings import SenderSettings
 from shared.api import ERROR_RESPONSES, ApiError, RequestModel
@@ -31,6 +31,7 @@ from shared.events import (
     MessageRequested,
     MessageStatusChanged,
     TemplateContent,
+    TemplateStatusChanged,
     utcnow,
 )
 from shared.phone import InvalidPhoneNumber, normalize_e164
@@ -249,6 +250,19 @@ class OptOutList(BaseModel):
     items: list[OptOutView]
 
 
+class TemplateView(BaseModel):
+    name: str
+    language: str
+    status: str = Field(description="Meta's word: APPROVED, PAUSED, DISABLED, REJECTED, PENDING, …")
+    reason: str | None
+    at: datetime = Field(description="When Meta said so")
+    sendable: bool = Field(description="false: messages with this template fail without a provider call")
+
+
+class TemplateList(BaseModel):
+    items: list[TemplateView]
+
+
 class ReplayFilter(RequestModel):
     channel_id: uuid.UUID | None = None
     error_code: str | None = None
@@ -341,6 +355,10 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
     @subscriber(ContactOptedIn, "Remove the recipient from the tenant's opt-out list.")
     async def on_contact_opted_in(event: CloudEvent[ContactOptedIn]) -> None:
         await handlers.on_opted_in(sender, event)
+
+    @subscriber(TemplateStatusChanged, "Record Meta's status of a template; unsendable ones are not sent.")
+    async def on_template_status_changed(event: CloudEvent[TemplateStatusChanged]) -> None:
+        await handlers.on_template_status(sender, event)
 
     def view(row: Row[Any], history: list[Row[Any]] | None = None) -> MessageView:
         return MessageView(
@@ -783,6 +801,41 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
             raise ApiError(404, "not_found", f"{normalized} is not on the opt-out list")
         return Response(status_code=204)
 
+    # --- templates --------------------------------------------------------------------------
+
+    tmpl = APIRouter(prefix="/v1/templates", tags=["templates"], responses=ERROR_RESPONSES)
+
+    @tmpl.get(
+        "",
+        response_model=TemplateList,
+        summary="Meta's status of the tenant's templates (from template.status_changed)",
+    )
+    async def list_templates(
+        tenant: Tenant = Auth,
+        name: str | None = Query(default=None, max_length=512),
+        status: str | None = Query(default=None, max_length=40),
+    ) -> TemplateList:
+        q = sa.select(templates).where(templates.c.tenant_id == tenant.id)
+        if name:
+            q = q.where(templates.c.name == name)
+        if status:
+            q = q.where(templates.c.status == status.upper())
+        async with runtime.engine.connect() as conn:
+            rows = (await conn.execute(q.order_by(templates.c.name, templates.c.language).limit(1000))).all()
+        return TemplateList(
+            items=[
+                TemplateView(
+                    name=r.name,
+                    language=r.language,
+                    status=r.status,
+                    reason=r.reason,
+                    at=r.at,
+                    sendable=r.status not in handlers.UNSENDABLE_TEMPLATE_STATUSES,
+                )
+                for r in rows
+            ]
+        )
+
     # --- sandbox ----------------------------------------------------------------------------
 
     sandbox = APIRouter(prefix="/v1/sandbox", tags=["sandbox"], responses=ERROR_RESPONSES)
@@ -814,7 +867,7 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
         )
 
     runtime.declare_publishes(MessageStatusChanged)
-    app = runtime.create_app([api, dead, chan, opts, sandbox])
+    app = runtime.create_app([api, dead, chan, opts, tmpl, sandbox])
 
     # drain on shutdown: stop claiming, let in-flight sends finish and be recorded, then let the
     # runtime stop the broker and the loops (a message is never left 'sending' by a clean stop)

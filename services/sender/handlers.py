@@ -56,6 +56,7 @@ from services.sender.models import (
     opt_outs,
     pair_pacing,
     pending_statuses,
+    templates,
     tier_recipients,
     windows,
 )
@@ -82,6 +83,7 @@ from shared.events import (
     MessageContent,
     MessageRequested,
     MessageStatusChanged,
+    TemplateStatusChanged,
     new_event,
     utcnow,
 )
@@ -707,6 +709,7 @@ class Dispatcher:
                 )
             ).scalars()
         )
+        blocked_templates = await _blocked_templates(conn, ch.tenant_id, rows)
         open_window: set[str] = set()
         if ch.enforce_window:
             open_window = set(
@@ -761,7 +764,7 @@ class Dispatcher:
         pair = timedelta(seconds=ch.pair_interval_seconds)
         allowed: list[tuple[Row[Any], dict[str, Any], str | None, datetime]] = []
         delayed: list[dict[str, Any]] = []
-        failed: list[tuple[Row[Any], str, str]] = []
+        failed: list[tuple[Row[Any], str, str, bool]] = []  # row, code, reason, dead letter
         pair_updates: dict[str, datetime] = {}
         tier_new: list[str] = []
         for r in rows:
@@ -772,6 +775,7 @@ class Dispatcher:
                         r,
                         "opted_out",
                         "the recipient opted out: POST /v1/opt-outs … DELETE to opt them back in",
+                        False,
                     )
                 )
                 continue
@@ -788,15 +792,25 @@ class Dispatcher:
                             "window_closed",
                             "the recipient's 24-hour customer-service window is closed (no inbound message "
                             "in the last 24 h): send a template, or give a fallback_template",
+                            False,
                         )
                     )
                     continue
+            blocked = template_block(content, blocked_templates)
+            if blocked is not None:
+                failed.append((r, *blocked, True))
+                continue
             try:
                 to = self.runtime.secrets.decrypt(r.recipient_enc)
                 parsed = CONTENT.validate_python(content)
             except Exception as exc:  # one unreadable row must not stop the channel
                 failed.append(
-                    (r, "unreadable", f"the stored message cannot be read ({type(exc).__name__}: {exc})")
+                    (
+                        r,
+                        "unreadable",
+                        f"the stored message cannot be read ({type(exc).__name__}: {exc})",
+                        False,
+                    )
                 )
                 continue
             slot = start + timedelta(seconds=len(allowed) / rate)
@@ -825,8 +839,8 @@ class Dispatcher:
                 .values(not_before=sa.bindparam("not_before")),
                 delayed,
             )
-        for r, code, reason in failed:
-            await self._fail_now(uow, r, code, reason, now)
+        for r, code, reason, dead in failed:
+            await self._fail_now(uow, r, code, reason, now, dead_letter=dead)
         if pair_updates:
             stmt = pg.insert(pair_pacing)
             await conn.execute(
@@ -923,15 +937,36 @@ class Dispatcher:
         await conn.execute(sa.insert(message_history), history)
         return jobs
 
-    async def _fail_now(self, uow: UnitOfWork, r: Row[Any], code: str, reason: str, now: datetime) -> None:
+    async def _fail_now(
+        self,
+        uow: UnitOfWork,
+        r: Row[Any],
+        code: str,
+        reason: str,
+        now: datetime,
+        *,
+        dead_letter: bool = False,
+    ) -> None:
         await uow.conn.execute(
             sa.update(messages)
             .where(messages.c.id == r.id)
-            .values(status="failed", status_reason=reason, error_code=code, updated_at=now)
+            .values(
+                status="failed",
+                status_reason=reason,
+                error_code=code,
+                dead_letter=dead_letter,
+                updated_at=now,
+            )
         )
         await repo.add_history(uow.conn, r.id, "failed", reason, now)
-        uow.add_event(_status_event(r.tenant_id, r, "failed", r.status, now, reason, error_code=code))
+        uow.add_event(
+            _status_event(
+                r.tenant_id, r, "failed", r.status, now, reason, error_code=code, dead_letter=dead_letter
+            )
+        )
         CHECK_FAILURES.labels(code).inc()
+        if dead_letter:
+            DEAD_LETTERS.labels(str(r.channel_id)).inc()
 
     # ---- sending ----
 
@@ -1256,6 +1291,87 @@ class Dispatcher:
             await apply_delivery_status(
                 self.sender, p.provider_message_id, p.status, p.at, p.error_code, p.reason, pending_id=p.id
             )
+
+
+# --- the template catalogue ----------------------------------------------------------------------
+
+#: Meta's template statuses (message_template_status_update ``event``) under which a send fails at
+#: Meta (132001 not approved, 132015 paused, 132016 disabled): Herald does not call the provider.
+#: APPROVED, REINSTATED and FLAGGED (quality dropping, still sendable) are sendable.
+UNSENDABLE_TEMPLATE_STATUSES = frozenset(
+    {"PENDING", "REJECTED", "PAUSED", "DISABLED", "IN_APPEAL", "PENDING_DELETION", "DELETED", "ARCHIVED"}
+)
+
+
+def _template_names(rows: Sequence[Row[Any]]) -> set[str]:
+    names = set()
+    for r in rows:
+        for content in (r.content, r.fallback_template):
+            if isinstance(content, dict) and content.get("kind") == "template" and content.get("name"):
+                names.add(str(content["name"]))
+    return names
+
+
+async def _blocked_templates(
+    conn: Any, tenant_id: uuid.UUID, rows: Sequence[Row[Any]]
+) -> dict[tuple[str, str], Row[Any]]:
+    """The templates of this batch that Meta said cannot be sent, by (name, language)."""
+    names = _template_names(rows)
+    if not names:
+        return {}
+    found = await conn.execute(
+        sa.select(templates).where(
+            templates.c.tenant_id == tenant_id,
+            templates.c.name.in_(sorted(names)),
+            templates.c.status.in_(sorted(UNSENDABLE_TEMPLATE_STATUSES)),
+        )
+    )
+    return {(t.name, t.language): t for t in found}
+
+
+def template_block(content: Any, blocked: dict[tuple[str, str], Row[Any]]) -> tuple[str, str] | None:
+    """(error code, reason) when ``content`` is a template Meta will not send, else None."""
+    if not blocked or not isinstance(content, dict) or content.get("kind") != "template":
+        return None
+    t = blocked.get((str(content.get("name")), str(content.get("language"))))
+    if t is None:
+        return None
+    why = f": {t.reason}" if t.reason else ""
+    return (
+        f"template_{t.status.lower()}",
+        f"template {t.name!r} ({t.language}) is {t.status} at Meta since {t.at.isoformat()}{why}; "
+        "not sent. Replay the dead letter once Meta approves or reinstates it "
+        "(GET /v1/templates shows the status)",
+    )
+
+
+async def on_template_status(sender: Sender, event: CloudEvent[TemplateStatusChanged]) -> None:
+    """Keep Meta's latest word on each template; an older update arriving late changes nothing."""
+    data = event.data
+
+    async def write() -> None:
+        async with sender.runtime.engine.begin() as conn:
+            stmt = pg.insert(templates).values(
+                tenant_id=event.tenantid,
+                name=data.template_name,
+                language=data.language,
+                status=data.status.upper(),
+                reason=data.reason,
+                at=data.at,
+            )
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[templates.c.tenant_id, templates.c.name, templates.c.language],
+                    set_={
+                        "status": stmt.excluded.status,
+                        "reason": stmt.excluded.reason,
+                        "at": stmt.excluded.at,
+                    },
+                    where=templates.c.at <= stmt.excluded.at,
+                )
+            )
+
+    await sender.runtime.with_db("template status", write)
 
 
 # --- reconciliation -----------------------------------------------------------------------------

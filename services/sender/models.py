@@ -134,6 +134,19 @@ opt_outs = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+#: Meta's view of the tenant's message templates, from template.status_changed: a template Meta
+#: has paused, disabled or not approved is not sent (the message is a replayable dead letter)
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("language", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
 windows = sa.Table(
     "windows",
     metadata,

@@ -646,6 +646,53 @@ def test_a_meta_message_left_sending_by_a_crash_is_sent_again_and_counted(system
     assert 'herald_sender_reconciled_total{outcome="resent_unverifiable"} 1.0' in metrics
 
 
+def test_a_template_meta_paused_is_not_sent_and_is_replayed_once_reinstated(system: SenderSystem):
+    """Meta's template.status_changed (published by ingest) feeds the sender's template catalogue:
+    a paused template fails at once as a dead letter, without a call Meta would refuse (132015);
+    once Meta reinstates it the dead letter is replayed and sent. An older update arriving late
+    changes nothing."""
+    tenant_id, key = system.tenant("templates")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    pnid = channel["settings"]["phone_number_id"]
+    now = datetime.now(UTC)
+
+    def status(value: str, at: datetime, reason: str | None = None) -> None:
+        data = {"template_name": "order_ready", "language": "pt_BR", "status": value, "at": at.isoformat()}
+        system.publish("template.status_changed.v1", tenant_id, {**data, "reason": reason})
+
+    def catalogue() -> list[dict]:
+        return client.get("/v1/templates", params={"name": "order_ready"}).json()["items"]
+
+    status("PAUSED", now, "Low quality: paused for 3 hours")
+    wait_for(lambda: [t["status"] for t in catalogue()] == ["PAUSED"], 10, "the pause to be recorded")
+    assert catalogue()[0]["sendable"] is False
+    template = {"kind": "template", "name": "order_ready", "language": "pt_BR", "body_params": ["A17"]}
+    other = {"kind": "template", "name": "order_ready", "language": "en_US", "body_params": ["A18"]}
+    paused_id = client.post(
+        "/v1/messages", json={"to": phone(57), "content": template, "channel_id": channel["id"]}
+    ).json()["id"]
+    other_id = client.post(
+        "/v1/messages", json={"to": phone(58), "content": other, "channel_id": channel["id"]}
+    ).json()["id"]
+    failed = wait_status(client, paused_id, "failed")
+    assert failed["error_code"] == "template_paused"
+    assert "PAUSED at Meta" in failed["status_reason"] and "Low quality" in failed["status_reason"]
+    wait_status(client, other_id, "sent")  # another language of the same name is another template
+    sent_bodies = [r["body"] for r in system.meta.received_for(pnid)]
+    assert [b["template"]["language"]["code"] for b in sent_bodies] == ["en_US"]
+    assert paused_id in [d["id"] for d in client.get("/v1/dead-letters").json()["items"]]
+
+    status("REINSTATED", now + timedelta(hours=3))
+    status("PAUSED", now + timedelta(minutes=1), "a late copy of an older update")
+    wait_for(lambda: [t["status"] for t in catalogue()] == ["REINSTATED"], 10, "the reinstatement")
+    time.sleep(0.5)  # the late, older PAUSED has been consumed by now: it must not win
+    assert [t["status"] for t in catalogue()] == ["REINSTATED"] and catalogue()[0]["sendable"] is True
+    assert client.post(f"/v1/dead-letters/{paused_id}/replay").json() == {"replayed": [paused_id]}
+    wait_status(client, paused_id, "sent")
+    assert len(system.meta.received_for(pnid)) == 2
+
+
 def test_the_same_request_event_twice_is_sent_once(system: SenderSystem):
     tenant_id, key = system.tenant("idem")
     client = system.client(key)
