@@ -54,6 +54,8 @@ ERRORS: dict[int, tuple[int, str, str]] = {
         "body: number of localizable_params (0) does not match the expected number of params (1)",
     ),
     132001: (404, "(#132001) Template name does not exist in the translation", "template not found"),
+    132015: (400, "(#132015) Template is paused", "Template paused for low quality."),
+    132016: (400, "(#132016) Template is disabled", "Template permanently disabled for low quality."),
 }
 
 MESSAGE_TYPES = ("text", "image", "document", "audio", "video", "template", "interactive")

@@ -83,6 +83,7 @@ from shared.events import (
     MessageContent,
     MessageRequested,
     MessageStatusChanged,
+    TemplateContent,
     TemplateStatusChanged,
     new_event,
     utcnow,
@@ -1238,6 +1239,13 @@ class Dispatcher:
             await _upsert_opt_out(
                 self.sender, conn, job.tenant_id, job.outbound.to, f"{job.provider} error {code}", now
             )
+        content = job.outbound.content
+        if job.provider == "meta" and code in TEMPLATE_ERROR_STATUS and isinstance(content, TemplateContent):
+            # Meta's refusal says what its webhook may not have told us (yet): the next messages
+            # with this template fail without a call, as if template.status_changed had arrived
+            await _upsert_template(
+                conn, job.tenant_id, content.name, content.language, TEMPLATE_ERROR_STATUS[code], reason, now
+            )
         if exc.failure is Failure.PAUSE_CHANNEL:
             await conn.execute(
                 sa.update(channels)
@@ -1345,30 +1353,39 @@ def template_block(content: Any, blocked: dict[tuple[str, str], Row[Any]]) -> tu
     )
 
 
+#: Meta send errors that tell a template's status (error-codes.json: 132015 paused, 132016 disabled)
+TEMPLATE_ERROR_STATUS = {"132015": "PAUSED", "132016": "DISABLED"}
+
+
+async def _upsert_template(
+    conn: Any,
+    tenant_id: uuid.UUID,
+    name: str,
+    language: str,
+    status: str,
+    reason: str | None,
+    at: datetime,
+) -> None:
+    """Record Meta's word on a template; an older word arriving late changes nothing."""
+    stmt = pg.insert(templates).values(
+        tenant_id=tenant_id, name=name, language=language, status=status.upper(), reason=reason, at=at
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[templates.c.tenant_id, templates.c.name, templates.c.language],
+            set_={"status": stmt.excluded.status, "reason": stmt.excluded.reason, "at": stmt.excluded.at},
+            where=templates.c.at <= stmt.excluded.at,
+        )
+    )
+
+
 async def on_template_status(sender: Sender, event: CloudEvent[TemplateStatusChanged]) -> None:
-    """Keep Meta's latest word on each template; an older update arriving late changes nothing."""
     data = event.data
 
     async def write() -> None:
         async with sender.runtime.engine.begin() as conn:
-            stmt = pg.insert(templates).values(
-                tenant_id=event.tenantid,
-                name=data.template_name,
-                language=data.language,
-                status=data.status.upper(),
-                reason=data.reason,
-                at=data.at,
-            )
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[templates.c.tenant_id, templates.c.name, templates.c.language],
-                    set_={
-                        "status": stmt.excluded.status,
-                        "reason": stmt.excluded.reason,
-                        "at": stmt.excluded.at,
-                    },
-                    where=templates.c.at <= stmt.excluded.at,
-                )
+            await _upsert_template(
+                conn, event.tenantid, data.template_name, data.language, data.status, data.reason, data.at
             )
 
     await sender.runtime.with_db("template status", write)

@@ -693,6 +693,31 @@ def test_a_template_meta_paused_is_not_sent_and_is_replayed_once_reinstated(syst
     assert len(system.meta.received_for(pnid)) == 2
 
 
+def test_metas_template_paused_error_updates_the_catalogue(system: SenderSystem):
+    """Meta refuses a send with 132015 before its webhook told Herald: the catalogue learns it from
+    the error, and the next message with that template fails without a call."""
+    _, key = system.tenant("paused-error")
+    client = system.client(key)
+    channel = system.meta_channel(client)
+    pnid = channel["settings"]["phone_number_id"]
+    template = {"kind": "template", "name": "weekly_offer", "language": "es"}
+    system.meta.fail_next(132015, to=phone(59).lstrip("+"))
+    first = client.post(
+        "/v1/messages", json={"to": phone(59), "content": template, "channel_id": channel["id"]}
+    ).json()["id"]
+    refused = wait_status(client, first, "failed")
+    assert refused["error_code"] == "132015" and refused["dead_letter"] is True
+    catalogue = client.get("/v1/templates", params={"name": "weekly_offer"}).json()["items"]
+    assert [(t["language"], t["status"], t["sendable"]) for t in catalogue] == [("es", "PAUSED", False)]
+    calls = len(system.meta.received_for(pnid))
+    second = client.post(
+        "/v1/messages", json={"to": phone(60), "content": template, "channel_id": channel["id"]}
+    ).json()["id"]
+    assert wait_status(client, second, "failed")["error_code"] == "template_paused"
+    time.sleep(0.3)
+    assert len(system.meta.received_for(pnid)) == calls  # no second call Meta would refuse
+
+
 def test_the_same_request_event_twice_is_sent_once(system: SenderSystem):
     tenant_id, key = system.tenant("idem")
     client = system.client(key)
