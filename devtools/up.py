@@ -100,9 +100,20 @@ def run_local() -> int:
         if stopping:
             return
         stopping = True
+        # A second Ctrl-C (or `uv run` passing the first one on as well) must not cut the drain
+        # short: that left the services running without their broker and database.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         say("stopping: draining the services (SIGTERM), then the broker and the database …")
-        for svc in services:
-            svc.terminate(timeout=30)
+        running = [svc for svc in services if svc.proc is not None and svc.proc.poll() is None]
+        for svc in running:  # all at once: they drain in parallel
+            svc.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        for svc in running:
+            try:
+                svc.proc.wait(40)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                svc.proc.kill()  # type: ignore[union-attr]
+                svc.proc.wait(5)  # type: ignore[union-attr]
         infra.stop()
         say("stopped. Data is kept in .herald/ (remove it with `make clean`).")
 
