@@ -330,6 +330,7 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
     dispatcher = handlers.Dispatcher(sender)
     runtime.add_loop("dispatcher", dispatcher.run)
     runtime.add_loop("result-recorder", dispatcher.flush_forever)
+    runtime.add_loop("lease-renewer", dispatcher.renew_leases_forever)
     runtime.add_loop("orphan-sweeper", lambda: handlers.sweep_orphans_forever(sender))
 
     def subscriber(event: type, description: str) -> Any:

@@ -550,6 +550,8 @@ class Dispatcher:
         # jobs waiting for their send slot (not yet at the provider): a drain hands them back
         self._waiting: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._released: list[Job] = []
+        # claimed by this process and not yet recorded: their lease is renewed while it lives
+        self._in_flight_ids: set[uuid.UUID] = set()
 
     # ---- claim loop ----
 
@@ -973,6 +975,7 @@ class Dispatcher:
 
     def _start(self, job: Job) -> None:
         self.in_flight += 1
+        self._in_flight_ids.add(job.id)
         task = asyncio.create_task(self._send(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -1023,6 +1026,8 @@ class Dispatcher:
         finally:
             self.in_flight -= 1
             self._capacity.set()
+            if job.result is None and job.error is None:  # released or cancelled: no result to record
+                self._in_flight_ids.discard(job.id)
 
     # ---- recording results ----
 
@@ -1069,6 +1074,28 @@ class Dispatcher:
         left = len(self._tasks)
         if left:
             log.warning("drain timed out: messages stay 'sending' until reconciled", in_flight=left)
+
+    async def renew_leases_forever(self) -> None:
+        """Keep this process's claims alive: every third of the lease, ``sending_started_at`` of
+        each message claimed here and not yet recorded moves to now. The lease then expires only
+        when its process is gone, so a slow provider (a Chatwoot send is several calls, each with
+        its own timeout) is never taken for a crash and sent a second time. Runs through the
+        drain, until the runtime cancels it."""
+        interval = max(0.1, self.sender.lease.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._in_flight_ids)
+            if not ids:
+                continue
+            try:
+                async with self.runtime.engine.begin() as conn:
+                    await conn.execute(
+                        sa.update(messages)
+                        .where(messages.c.id.in_(ids), messages.c.status == "sending")
+                        .values(sending_started_at=utcnow())
+                    )
+            except Exception as exc:  # the database is away: the next round tries again
+                log.warning("lease renewal failed", error=repr(exc)[:200], in_flight=len(ids))
 
     async def release(self, jobs: Sequence[Job]) -> None:
         """Hand claimed jobs that never reached the provider back to the queue."""
@@ -1168,6 +1195,7 @@ class Dispatcher:
             if failed:
                 await _notify_due(uow)  # a retry is due soon: the claim loops recompute their sleep
             await uow.commit()
+        self._in_flight_ids.difference_update(j.id for j in done)
         if sent:
             await self._apply_pending([j.result.provider_message_id for j in sent])  # type: ignore[union-attr]
 

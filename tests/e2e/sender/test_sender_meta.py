@@ -582,7 +582,9 @@ def test_a_status_that_overtakes_the_send_answer_is_applied_once_the_send_is_rec
     channel = system.meta_channel(client)
     pnid = channel["settings"]["phone_number_id"]
     template = {"kind": "template", "name": "receipt", "language": "en_US"}
-    system.meta.fake.state.answer_delay = 4.0  # room for the status to be consumed meanwhile
+    # longer than the sending lease (3 s here): the live process renews it, so the slow send is
+    # not taken for a crash and sent again (which would also orphan the early status)
+    system.meta.fake.state.answer_delay = 4.0
     try:
         message_id = client.post(
             "/v1/messages", json={"to": phone(55), "content": template, "channel_id": channel["id"]}
@@ -616,6 +618,7 @@ def test_a_status_that_overtakes_the_send_answer_is_applied_once_the_send_is_rec
     message = wait_status(client, message_id, "delivered")
     assert [h["status"] for h in message["history"]] == ["queued", "sending", "sent", "delivered"]
     assert asyncio.run(kept()) == 0
+    assert len(system.meta.received_for(pnid)) == 1, "sent twice: the live send's lease expired"
 
 
 def test_a_meta_message_left_sending_by_a_crash_is_sent_again_and_counted(system: SenderSystem):
