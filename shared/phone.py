@@ -1,7 +1,10 @@
-"""E.164 phone numbers, validated with Google's libphonenumber rules."""
+"""E.164 phone numbers, validated with Google's libphonenumber rules: the one normalisation every
+service uses, so a number hashes the same for opt-outs, windows and pair limits whichever way it
+arrived (a webhook's ``wa_id``, a send request, a contact mapping, an attendee list)."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import phonenumbers
@@ -17,7 +20,22 @@ def normalize_e164(raw: str) -> str:
 
     Only international form is accepted ("+" and the country code): without a country, a local
     number is ambiguous and guessing one would message a stranger.
+
+    Brazilian mobile numbers written without the ninth digit (+55 11 8765-4321, as WhatsApp still
+    reports many older accounts' ``wa_id``) become the nine-digit form (+55 11 98765-4321): both
+    reach the same person. A landline (first digit 2-5) keeps its eight digits.
     """
+    try:
+        return _normalize(raw)
+    except InvalidPhoneNumber:
+        digits = raw.strip().replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
+        if digits.startswith("+55") and len(digits) == 13 and digits[5] in "6789":
+            with contextlib.suppress(InvalidPhoneNumber):
+                return _normalize(digits[:5] + "9" + digits[5:])
+        raise
+
+
+def _normalize(raw: str) -> str:
     text = raw.strip()
     if not text.startswith("+"):
         raise InvalidPhoneNumber(

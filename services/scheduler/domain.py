@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from dateutil import rrule as du
 
+from shared.delivery import delivery_moves as _delivery_moves
+
 #: a send_at this close to now is accepted as "now" (clock skew between client and server)
 PAST_TOLERANCE = timedelta(seconds=5)
 #: an occurrence missed by less than this fires once after downtime; an older one is ``missed``
@@ -421,16 +423,5 @@ def pacing_recurrence(timezone: str, days: list[str], times: list[time], created
 
 # --- delivery status ----------------------------------------------------------------------------
 
-_DELIVERY_RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4}
-
-
-def delivery_moves(current: str | None, new: str) -> bool:
-    """Statuses arrive out of order (several sender replicas): keep the furthest one. ``failed``
-    is final, and does not overwrite a message the recipient already has."""
-    if current is None:
-        return True
-    if current == "failed":
-        return False
-    if new == "failed":
-        return current not in ("delivered", "read")
-    return _DELIVERY_RANK.get(new, -1) > _DELIVERY_RANK.get(current, -1)
+# one ranking for every copy of a message's status: shared.delivery
+delivery_moves = _delivery_moves

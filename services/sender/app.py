@@ -43,18 +43,9 @@ MessageStatus = Literal["queued", "sending", "sent", "delivered", "read", "faile
 ProviderName = Literal["meta", "chatwoot", "evolution", "waha", "sandbox"]
 
 
-def normalize_recipient(raw: str) -> str:
-    """E.164, accepting Brazilian mobile numbers written without the ninth digit
-    (+55 11 9999-8888 → +55 11 99999-8888): both forms reach the same person and share one
-    opt-out, window and pair limit."""
-    try:
-        return normalize_e164(raw)
-    except InvalidPhoneNumber:
-        digits = raw.strip().replace(" ", "").replace("-", "")
-        if digits.startswith("+55") and len(digits) == 13 and digits[5] in "6789":
-            with contextlib.suppress(InvalidPhoneNumber):
-                return normalize_e164(digits[:5] + "9" + digits[5:])
-        raise
+#: one normalisation for every service (shared.phone): a Brazilian mobile without its ninth digit
+#: is the same person as with it, and shares one opt-out, window and pair limit
+normalize_recipient = normalize_e164
 
 
 Recipient = Annotated[str, AfterValidator(normalize_recipient)]

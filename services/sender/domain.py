@@ -20,17 +20,10 @@ from datetime import datetime, time, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4}
-FINAL = frozenset({"failed"})
+from shared.delivery import delivery_moves
 
-
-def can_move(current: str, new: str) -> bool:
-    """Whether ``current`` may become ``new``. Later-arriving older news is ignored, not an error."""
-    if current in FINAL:
-        return False
-    if new == "failed":
-        return current in ("queued", "sending", "sent")
-    return RANK[new] > RANK[current]
+#: the ranking is shared with every other copy of a message's status (the scheduler's reminders)
+can_move = delivery_moves
 
 
 class Claim(Enum):

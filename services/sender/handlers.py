@@ -1147,7 +1147,7 @@ class Dispatcher:
                         {
                             "_id": j.id,
                             "pmid": j.result.provider_message_id,  # type: ignore[union-attr]
-                            "reason": j.result.degraded or j.note,  # type: ignore[union-attr]
+                            "reason": j.result.history_note or j.note,  # type: ignore[union-attr]
                         }
                         for j in sent
                     ],
@@ -1156,7 +1156,7 @@ class Dispatcher:
                 recorded = sent
                 await conn.execute(
                     sa.insert(message_history),
-                    [_history(j.id, "sent", j.result.degraded, now) for j in recorded],  # type: ignore[union-attr]
+                    [_history(j.id, "sent", j.result.history_note, now) for j in recorded],  # type: ignore[union-attr]
                 )
                 for j in recorded:
                     uow.add_event(
@@ -1171,7 +1171,7 @@ class Dispatcher:
                             "sent",
                             "sending",
                             now,
-                            j.result.degraded,  # type: ignore[union-attr]
+                            j.result.history_note,  # type: ignore[union-attr]
                             j.result.provider_message_id,  # type: ignore[union-attr]
                         )
                     )

@@ -25,3 +25,15 @@ def test_number_without_country_code_says_how_to_fix_it():
 def test_invalid_numbers_are_refused(raw):
     with pytest.raises(InvalidPhoneNumber):
         normalize_e164(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["+551187654321", "+55 11 8765-4321", "+55 (11) 98765-4321", "+5511987654321"],
+)
+def test_brazilian_mobile_with_or_without_the_ninth_digit_is_one_number(raw):
+    assert normalize_e164(raw) == "+5511987654321"
+
+
+def test_brazilian_landline_keeps_eight_digits():
+    assert normalize_e164("+551133334444") == "+551133334444"

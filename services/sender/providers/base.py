@@ -60,6 +60,15 @@ class SendResult:
     #: set when the provider cannot render the kind faithfully and a documented fallback was sent
     #: (e.g. "quick replies sent as a numbered list"); stored in the message's history
     degraded: str | None = None
+    #: what else the provider had to do on the way that an operator should see in the history
+    #: (e.g. "cached conversation 12 belongs to another contact now: re-resolved to 31")
+    notes: tuple[str, ...] = ()
+
+    @property
+    def history_note(self) -> str | None:
+        """The line the message's ``sent`` history entry carries (None when nothing happened)."""
+        parts = [p for p in (self.degraded, *self.notes) if p]
+        return "; ".join(parts) or None
 
 
 class Failure(StrEnum):
