@@ -310,6 +310,16 @@ class DraftReady(EventData):
     notify_phone: E164 | None = None
 
 
+class UserErased(EventData):
+    """A tenant's user asked for their data to be erased (ingest's ``DELETE /v1/users/{id}/data``):
+    every service that keeps data about the user deletes it, idempotently."""
+
+    event_type: ClassVar[str] = "user.erased"
+    user_id: str
+    phones: list[E164] = Field(default_factory=list, description="The phones that were mapped to the user.")
+    at: AwareDatetime
+
+
 # --- domain events from other systems ---------------------------------------------------
 
 
@@ -362,6 +372,7 @@ CATALOGUE: dict[str, type[EventData]] = {
         TemplateStatusChanged,
         PacingDue,
         DraftReady,
+        UserErased,
         OrderStatusChanged,
         EventPublished,
         EventChanged,
@@ -482,6 +493,7 @@ __all__ = [
     "TemplateStatusChanged",
     "TextContent",
     "UnknownEventType",
+    "UserErased",
     "ValidationError",
     "canonical_type",
     "new_event",

@@ -36,6 +36,7 @@ from shared.events import (
     OrderStatusChanged,
     PacingDue,
     TemplateStatusChanged,
+    UserErased,
 )
 
 EVENTS_EXCHANGE_NAME = "herald.events"
@@ -127,6 +128,7 @@ SERVICES = ("ingest", "scheduler", "pipeline", "sender")
 UNCONSUMED = (
     PacingDue,
     DraftReady,
+    UserErased,
 )
 
 

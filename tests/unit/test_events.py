@@ -29,6 +29,8 @@ ARCHITECTURE_TYPES = {
     "event.changed",
     "event.cancelled",
     "template.status_changed",
+    # added by issue 11 (pipeline): ingest's erasure tells every service to forget the user
+    "user.erased",
 }
 
 
