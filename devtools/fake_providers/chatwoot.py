@@ -8,6 +8,8 @@
   ``+``, unique) → ``{"payload": {"contact", "contact_inbox"}}``; invalid → 422
 - ``GET  /api/v1/accounts/{a}/contacts/{id}/conversations`` → ``{"payload": [conversation…]}``
 - ``POST /api/v1/accounts/{a}/conversations`` (``source_id``, or ``inbox_id`` + ``contact_id``)
+- ``GET  /api/v1/accounts/{a}/conversations/{id}`` → ``conversation_show`` (the contact as
+  ``meta.sender``, as it is now)
 - ``POST /api/v1/accounts/{a}/conversations/{id}/messages``, JSON or multipart with
   ``attachments[]``; ``input_select`` needs ``content_attributes.items`` of ``{title, value}``
 - anything missing → 404 ``{"error": "Resource could not be found"}``
@@ -60,6 +62,16 @@ class FakeChatwoot(FakeGateway):
 
     # --- test helpers -------------------------------------------------------------------
 
+    def reset(self) -> None:
+        """Wipe contacts, conversations and messages and number them from 1 again, as a Chatwoot
+        reinstalled on a fresh database would: ids a client cached now name whoever is created
+        next. The log of received requests is kept."""
+        self.contacts.clear()
+        self.contact_inboxes.clear()
+        self.conversations.clear()
+        self.messages.clear()
+        self._ids = dict.fromkeys(self._ids, 0)
+
     def delete_conversation(self, conversation_id: int) -> None:
         self.conversations.pop(conversation_id, None)
 
@@ -79,6 +91,7 @@ class FakeChatwoot(FakeGateway):
         app.router.add_post(base + "/contacts", self._create_contact)
         app.router.add_get(base + "/contacts/{contact_id}/conversations", self._contact_conversations)
         app.router.add_post(base + "/conversations", self._new_conversation)
+        app.router.add_get(base + "/conversations/{conversation_id}", self._show_conversation)
         app.router.add_post(base + "/conversations/{conversation_id}/messages", self._create_message)
 
     def _auth(self, request: web.Request) -> web.Response | None:
@@ -232,6 +245,21 @@ class FakeChatwoot(FakeGateway):
             contact_id, inbox_id, source_id, body.get("status") or "open"
         )
         return json_response({k: v for k, v in conversation.items() if k not in ("contact_id", "source_id")})
+
+    async def _show_conversation(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        try:
+            conversation = self.conversations.get(int(request.match_info["conversation_id"]))
+        except ValueError:
+            conversation = None
+        if conversation is None:
+            return json_response(NOT_FOUND, status=404)
+        shown = {k: v for k, v in conversation.items() if k not in ("contact_id", "source_id")}
+        sender = self._contact_json(self.contacts[conversation["contact_id"]])
+        shown["meta"] = {**conversation["meta"], "sender": sender, "channel": "Channel::Whatsapp"}
+        shown["messages"] = [m for m in self.messages if m["conversation_id"] == conversation["id"]]
+        return json_response(shown)
 
     async def _create_message(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._auth(request)) is not None:

@@ -90,7 +90,8 @@ async def test_the_second_message_uses_the_cached_conversation(
 
     await ChatwootProvider(http, store).send(ch, outbound(BUTTONS))
 
-    assert _calls(chatwoot) == [("POST", "/conversations/1/messages")]
+    # one GET checks the cached conversation is still the recipient's, then the post
+    assert _calls(chatwoot) == [("GET", "/conversations/1"), ("POST", "/conversations/1/messages")]
     assert json.loads(await store.get(ch.id, f"chatwoot:{INBOX}:{RECIPIENT}") or "{}") == {
         "contact_id": 1,
         "conversation_id": 1,
@@ -109,7 +110,7 @@ async def test_a_deleted_conversation_is_found_again_and_the_cache_repaired(
     result = await ChatwootProvider(http, store).send(ch, outbound(TEXT))
 
     assert _calls(chatwoot) == [
-        ("POST", "/conversations/1/messages"),  # 404: gone
+        ("GET", "/conversations/1"),  # 404: gone
         ("GET", "/contacts/search"),
         ("GET", "/contacts/1/conversations"),
         ("POST", "/conversations"),
@@ -117,7 +118,132 @@ async def test_a_deleted_conversation_is_found_again_and_the_cache_repaired(
     ]
     assert chatwoot.messages[-1]["conversation_id"] == 2
     assert result.provider_message_id == str(chatwoot.messages[-1]["id"])
+    assert result.notes == ("cached Chatwoot conversation 1 is gone (404): re-resolved to conversation 2",)
     assert json.loads(await store.get(ch.id, f"chatwoot:{INBOX}:{RECIPIENT}") or "{}")["conversation_id"] == 2
+
+
+async def test_a_conversation_deleted_between_the_check_and_the_post_is_found_again(
+    chatwoot: FakeChatwoot, http: httpx.AsyncClient
+) -> None:
+    store = MemoryMappingStore()
+    ch = _channel(chatwoot)
+    await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+    chatwoot.fail(404, {"error": "Resource could not be found"}, path="/conversations/1/messages")
+    chatwoot.received.clear()
+
+    result = await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+
+    assert _calls(chatwoot)[:2] == [("GET", "/conversations/1"), ("POST", "/conversations/1/messages")]
+    assert _calls(chatwoot)[-1] == ("POST", "/conversations/1/messages")  # found again: still open
+    assert len(chatwoot.messages) == 2
+    assert result.notes == ("cached Chatwoot conversation 1 is gone (404): re-resolved to conversation 1",)
+
+
+STRANGER = "+5511977776666"
+
+
+async def test_after_a_chatwoot_reset_a_cached_conversation_of_another_contact_gets_nothing(
+    chatwoot: FakeChatwoot, http: httpx.AsyncClient
+) -> None:
+    """A Chatwoot reinstalled on a fresh database numbers from 1 again: the conversation id Herald
+    cached for the recipient now names a stranger's conversation."""
+    store = MemoryMappingStore()
+    ch = _channel(chatwoot)
+    await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+    assert json.loads(await store.get(ch.id, f"chatwoot:{INBOX}:{RECIPIENT}") or "{}") == {
+        "contact_id": 1,
+        "conversation_id": 1,
+    }
+    chatwoot.reset()
+    stranger = chatwoot.add_contact(STRANGER)  # contact 1 now
+    theirs = chatwoot.add_conversation(stranger["id"], INBOX)  # conversation 1 now
+    assert (stranger["id"], theirs["id"]) == (1, 1)
+    chatwoot.received.clear()
+
+    result = await ChatwootProvider(http, store).send(ch, outbound(BUTTONS))
+
+    assert [m for m in chatwoot.messages if m["conversation_id"] == theirs["id"]] == []
+    recipient = next(c for c in chatwoot.contacts.values() if c["phone_number"] == RECIPIENT)
+    [message] = chatwoot.messages
+    assert chatwoot.conversations[message["conversation_id"]]["contact_id"] == recipient["id"] == 2
+    assert message["conversation_id"] == 2 and message["content"] == BUTTONS.body
+    assert result.provider_message_id == str(message["id"])
+    assert result.notes == (
+        "cached Chatwoot conversation 1 belongs to another contact now: re-resolved to conversation 2",
+    )
+    assert result.history_note == result.notes[0]
+    assert _calls(chatwoot) == [
+        ("GET", "/conversations/1"),  # the stranger's: not posted to
+        ("GET", "/contacts/search"),
+        ("POST", "/contacts"),
+        ("GET", "/contacts/2/conversations"),
+        ("POST", "/conversations"),
+        ("POST", "/conversations/2/messages"),
+    ]
+    assert json.loads(await store.get(ch.id, f"chatwoot:{INBOX}:{RECIPIENT}") or "{}") == {
+        "contact_id": 2,
+        "conversation_id": 2,
+    }
+
+    # the repaired mapping is used (and checked) from then on, with nothing more to say
+    chatwoot.received.clear()
+    again = await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+    assert _calls(chatwoot) == [("GET", "/conversations/2"), ("POST", "/conversations/2/messages")]
+    assert again.notes == () and again.history_note is None
+
+
+async def test_a_cached_conversation_moved_to_another_inbox_is_not_used(
+    chatwoot: FakeChatwoot, http: httpx.AsyncClient
+) -> None:
+    store = MemoryMappingStore()
+    ch = _channel(chatwoot)
+    await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+    chatwoot.reset()
+    recipient = chatwoot.add_contact(RECIPIENT)
+    chatwoot.add_conversation(recipient["id"], 8)  # conversation 1 is the recipient's, in inbox 8
+
+    result = await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+
+    [message] = chatwoot.messages
+    assert chatwoot.conversations[message["conversation_id"]]["inbox_id"] == INBOX
+    assert message["conversation_id"] == 2
+    assert result.notes == (
+        f"cached Chatwoot conversation 1 is in inbox 8 now, not {INBOX}: re-resolved to conversation 2",
+    )
+
+
+async def test_a_cached_conversation_that_is_still_the_recipients_after_a_reset_is_used(
+    chatwoot: FakeChatwoot, http: httpx.AsyncClient
+) -> None:
+    """Renumbered, but by chance the same person: the phone number decides, not the contact id."""
+    store = MemoryMappingStore()
+    ch = _channel(chatwoot)
+    await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+    chatwoot.reset()
+    recipient = chatwoot.add_contact("+55 11 99999-8888")  # RECIPIENT, as an agent typed it
+    chatwoot.add_conversation(recipient["id"], INBOX)
+    chatwoot.received.clear()
+
+    result = await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+
+    assert _calls(chatwoot) == [("GET", "/conversations/1"), ("POST", "/conversations/1/messages")]
+    assert result.notes == ()
+
+
+async def test_an_error_while_checking_the_cached_conversation_posts_nothing(
+    chatwoot: FakeChatwoot, http: httpx.AsyncClient
+) -> None:
+    store = MemoryMappingStore()
+    ch = _channel(chatwoot)
+    await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+    chatwoot.fail(503, None, path="/conversations/1")
+
+    with pytest.raises(ProviderError) as caught:
+        await ChatwootProvider(http, store).send(ch, outbound(TEXT))
+
+    assert (caught.value.failure, caught.value.code) == (Failure.RETRY, "503")
+    assert len(chatwoot.messages) == 1
+    assert await store.get(ch.id, f"chatwoot:{INBOX}:{RECIPIENT}") is not None
 
 
 async def test_an_existing_contact_and_open_conversation_are_reused(

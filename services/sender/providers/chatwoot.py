@@ -9,8 +9,21 @@ Contract: ``../shared/contracts/chatwoot/application_swagger.json`` (Application
       ``POST /contacts`` (``inbox_id``, ``name``, ``phone_number``);
    b. ``GET /contacts/{id}/conversations``, keeping the newest open/pending one in the inbox,
       else ``POST /conversations`` (``inbox_id``, ``contact_id``, ``source_id`` when known);
-2. ``POST /conversations/{id}/messages``. A 404 on a cached conversation (deleted in Chatwoot)
-   drops the mapping and runs step 1 again, once.
+2. a cached mapping is checked before anything is posted to it: ``GET /conversations/{id}``
+   must answer a conversation in the channel's inbox whose contact (``meta.sender``) has the
+   recipient's phone number. A Chatwoot that was reset (or restored, or had the conversation
+   deleted) renumbers its contacts and conversations, so a cached id can name someone else's
+   conversation: then (or on a 404) the mapping is dropped and step 1 runs again, once, and the
+   re-resolution is written into the message's history (``SendResult.notes``);
+3. ``POST /conversations/{id}/messages``. A 404 there (deleted between the check and the post)
+   also drops the mapping and runs step 1 again, once.
+
+The check costs one GET per send on a cached mapping, and it is never skipped. Skipping it for
+a mapping this process resolved or checked moments ago was considered and rejected: a reset is
+invisible from here (the ids just start pointing elsewhere), so a time window only makes a
+message to the wrong person less likely, never impossible, while a GET costs milliseconds next
+to the post itself. A mapping found by step 1 in the same send is not checked again: it was
+read from Chatwoot by phone number an instant before.
 
 Kinds: text → ``content``; media → the link is fetched and uploaded as ``attachments[]``
 (multipart; Chatwoot takes no media URL); quick replies and lists → ``content_type:
@@ -21,6 +34,8 @@ interactive buttons, or a list past three items); templates → ``template_param
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +54,7 @@ from services.sender.providers.base import (
     SendResult,
 )
 from shared.events import ButtonsContent, ListContent, MediaContent, TemplateContent, TextContent
+from shared.phone import InvalidPhoneNumber, normalize_e164
 
 NAME = "Chatwoot"
 #: WhatsApp's largest media (documents); a bigger file is refused before the upload
@@ -95,6 +111,15 @@ class _Post:
 
 class _ConversationGone(Exception):
     pass
+
+
+def _same_phone(theirs: Any, ours: str) -> bool:
+    """Whether Chatwoot's ``phone_number`` is the recipient's number, in whatever form it was typed."""
+    if not isinstance(theirs, str) or not theirs:
+        return False
+    with contextlib.suppress(InvalidPhoneNumber):
+        return normalize_e164(theirs) == normalize_e164(ours)
+    return theirs == ours
 
 
 def _folded(body: str, header: str | None, footer: str | None) -> str:
@@ -186,19 +211,24 @@ class ChatwootProvider:
         post = await self._prepare(channel, message.content)
         key = f"chatwoot:{inbox_id}:{message.to}"
         cached = await self._store.get(channel.id, key)
+        stale: tuple[int, str] | None = None  # (the cached conversation, why it was not used)
         if cached is not None:
             conversation_id = int(json.loads(cached)["conversation_id"])
-            try:
-                return await self._post(channel, account_id, conversation_id, post)
-            except _ConversationGone:
-                await self._store.delete(channel.id, key)
+            why = await self._cached_is_wrong(channel, account_id, inbox_id, conversation_id, message.to)
+            if why is None:
+                try:
+                    return await self._post(channel, account_id, conversation_id, post)
+                except _ConversationGone:
+                    why = "is gone (404)"
+            stale = (conversation_id, why)
+            await self._store.delete(channel.id, key)
         contact_id, source_id = await self._contact(channel, account_id, inbox_id, message.to)
         conversation_id = await self._conversation(channel, account_id, inbox_id, contact_id, source_id)
         await self._store.put(
             channel.id, key, json.dumps({"contact_id": contact_id, "conversation_id": conversation_id})
         )
         try:
-            return await self._post(channel, account_id, conversation_id, post)
+            result = await self._post(channel, account_id, conversation_id, post)
         except _ConversationGone:
             raise ProviderError(
                 f"Chatwoot lost conversation {conversation_id} right after finding it; will retry",
@@ -206,6 +236,38 @@ class ChatwootProvider:
                 code="404",
                 http_status=404,
             ) from None
+        if stale is None:
+            return result
+        old, why = stale
+        note = f"cached Chatwoot conversation {old} {why}: re-resolved to conversation {conversation_id}"
+        return dataclasses.replace(result, notes=(*result.notes, note))
+
+    async def _cached_is_wrong(
+        self, channel: ChannelConfig, account_id: int, inbox_id: int, conversation_id: int, phone: str
+    ) -> str | None:
+        """None when the cached conversation still is the recipient's in this inbox, else why not.
+
+        One ``GET /conversations/{id}`` (``conversation_show``: ``inbox_id`` and the contact as
+        ``meta.sender``). A 404 means gone; any other error answer is classified as for every
+        other step (a 5xx is retried, a 401 pauses the channel), so nothing is posted unchecked.
+        """
+        url = self._url(channel, account_id, f"/conversations/{conversation_id}")
+        response = await gateway.call(NAME, self._http, "GET", url, headers=self._headers(channel))
+        body = gateway.json_body(response)
+        if response.status_code == 404:
+            return "is gone (404)"
+        if response.status_code >= 300:
+            raise classify_chatwoot_error(
+                response.status_code, body, response.headers, step="read the cached conversation"
+            )
+        if not isinstance(body, dict):
+            return "could not be checked (no conversation in Chatwoot's answer)"
+        if body.get("inbox_id") != inbox_id:
+            return f"is in inbox {body.get('inbox_id')} now, not {inbox_id}"
+        sender = (body.get("meta") or {}).get("sender") or {}
+        if not _same_phone(sender.get("phone_number"), phone):
+            return "belongs to another contact now"
+        return None
 
     async def lookup(self, channel: ChannelConfig, message: Outbound) -> str | None:
         raise LookupUnsupported("Chatwoot messages carry no client reference Herald can search by")
