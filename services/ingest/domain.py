@@ -29,7 +29,7 @@ def validate_inbound_event(raw: bytes, tenant_id: uuid.UUID) -> CloudEvent[Any]:
     """
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise EventRejected(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise EventRejected(

@@ -319,6 +319,33 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(herald: Herald):
             "unknown event type",
         ),
         (ingest.post("/v1/events", content=b"x" * (1_048_576 + 10)), 413, "exceeds"),
+        (
+            ingest.post(
+                "/v1/events",
+                json={
+                    **order_event("1", "x"),
+                    "type": "event.published",
+                    "data": {
+                        "event_id": "launch",
+                        "name": "Launch",
+                        "starts_at": (datetime.now(UTC) + timedelta(days=10)).isoformat(),
+                        "timezone": "America/Sao_Paolo",
+                        "attendees": [{"phone": PHONE}],
+                    },
+                },
+            ),
+            422,
+            "use an IANA zone such as America/Sao_Paulo",
+        ),
+        (
+            ingest.post(
+                "/v1/events",
+                content=b"[" * 5000 + b"]" * 5000,
+                headers={"content-type": "application/json"},
+            ),
+            400,
+            "JSON",
+        ),
     ]
     for response, status, text in cases:
         assert response.status_code == status, (response.request.url, response.text)

@@ -7,6 +7,7 @@ from shared.events import (
     CATALOGUE,
     PUBLIC_INPUT_TYPES,
     CloudEvent,
+    EventPublished,
     MessageRequested,
     OrderStatusChanged,
     UnknownEventType,
@@ -98,3 +99,26 @@ def test_facts_only_herald_states_are_not_public_inputs():
     assert "message.status.v1" not in PUBLIC_INPUT_TYPES
     assert "inbound.received.v1" not in PUBLIC_INPUT_TYPES
     assert "order.status_changed.v1" in PUBLIC_INPUT_TYPES
+
+
+@pytest.mark.parametrize("zone", ["America/Sao_Paolo", "Mars/Base", "", "+03:00", "GMT+3 "])
+def test_an_event_with_an_unknown_time_zone_is_refused_with_what_to_use(zone):
+    data = {
+        "event_id": "launch",
+        "name": "Launch",
+        "starts_at": "2030-01-10T19:00:00-03:00",
+        "timezone": zone,
+    }
+    with pytest.raises(ValidationError, match=r"use an IANA zone such as America/Sao_Paulo"):
+        EventPublished.model_validate(data)
+    assert (
+        EventPublished.model_validate({**data, "timezone": "America/Sao_Paulo"}).timezone
+        == "America/Sao_Paulo"
+    )
+
+
+def test_an_event_needs_a_name():
+    with pytest.raises(ValidationError, match="name"):
+        EventPublished.model_validate(
+            {"event_id": "e", "name": "", "starts_at": "2030-01-10T19:00:00Z", "timezone": "UTC"}
+        )
