@@ -1140,6 +1140,8 @@ class Dispatcher:
                         status="sent",
                         provider_message_id=sa.bindparam("pmid"),
                         status_reason=sa.bindparam("reason"),
+                        # an earlier attempt's failure no longer applies to a message that was sent
+                        error_code=None,
                         sending_started_at=None,
                         updated_at=now,
                     ),
@@ -1217,6 +1219,12 @@ class Dispatcher:
                 delay = max(delay, max(6.0, job.pair_interval) * (2 ** (job.attempts - 1)))
             if exc.retry_after:
                 delay = max(delay, exc.retry_after)
+            if job.pair_interval > 0:
+                # the claim will not send to this recipient before the pair interval allows, so
+                # the history says when the retry really happens, not the backoff alone
+                next_at = await repo.pair_next_at(conn, job.channel.id, current.recipient_hash)
+                if next_at is not None:
+                    delay = max(delay, (next_at - now).total_seconds())
             note = (
                 f"attempt {job.attempts}/{s.max_attempts} failed ({code}), retry in {delay:.1f} s: {reason}"
             )

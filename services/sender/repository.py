@@ -11,7 +11,14 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.sender.models import channels, message_history, messages, opt_outs, sandbox_messages
+from services.sender.models import (
+    channels,
+    message_history,
+    messages,
+    opt_outs,
+    pair_pacing,
+    sandbox_messages,
+)
 
 
 async def insert_message(conn: AsyncConnection, values: dict[str, Any]) -> bool:
@@ -52,6 +59,17 @@ async def lock_message(conn: AsyncConnection, message_id: uuid.UUID) -> Row[Any]
     return (
         await conn.execute(sa.select(messages).where(messages.c.id == message_id).with_for_update())
     ).first()
+
+
+async def pair_next_at(conn: AsyncConnection, channel_id: uuid.UUID, recipient_hash: str) -> datetime | None:
+    """When the channel may next send to this recipient (the pair interval), if it has sent to them."""
+    return (
+        await conn.execute(
+            sa.select(pair_pacing.c.next_at).where(
+                pair_pacing.c.channel_id == channel_id, pair_pacing.c.recipient_hash == recipient_hash
+            )
+        )
+    ).scalar()
 
 
 async def update_message(conn: AsyncConnection, message_id: uuid.UUID, **values: Any) -> None:

@@ -231,7 +231,7 @@ class ChatwootProvider:
             result = await self._post(channel, account_id, conversation_id, post)
         except _ConversationGone:
             raise ProviderError(
-                f"Chatwoot lost conversation {conversation_id} right after finding it; will retry",
+                f"Chatwoot lost conversation {conversation_id} right after finding it",
                 failure=Failure.RETRY,
                 code="404",
                 http_status=404,
@@ -320,7 +320,7 @@ class ChatwootProvider:
             raise gateway.transport_error(f"the media link {media.link}", exc) from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise ProviderError(
-                f"the media link {media.link} answered {response.status_code}; will retry",
+                f"the media link {media.link} answered {response.status_code}",
                 failure=Failure.RETRY,
                 code="media_unavailable",
                 retry_after=gateway.parse_retry_after(response.headers.get("retry-after")),

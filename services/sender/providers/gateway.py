@@ -57,12 +57,12 @@ def transport_error(provider: str, exc: httpx.TransportError) -> ProviderError:
     send; the sender's reconciliation rule covers that, not the adapter."""
     if _is_timeout(exc):
         return ProviderError(
-            f"{provider} did not answer in time ({type(exc).__name__}); will retry",
+            f"{provider} did not answer in time ({type(exc).__name__})",
             failure=Failure.RETRY,
             code="timeout",
         )
     return ProviderError(
-        f"could not reach {provider} ({type(exc).__name__}: {exc}); will retry",
+        f"could not reach {provider} ({type(exc).__name__}: {exc})",
         failure=Failure.RETRY,
         code="connection",
     )
@@ -83,7 +83,7 @@ def generic_http_error(
         )
     if status in RETRY_STATUSES or status >= 500:
         return ProviderError(
-            f"{provider} failed with {status}: {detail}; will retry",
+            f"{provider} failed with {status}: {detail}",
             failure=Failure.RETRY,
             code=str(status),
             retry_after=retry_after,

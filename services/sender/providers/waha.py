@@ -59,7 +59,7 @@ def classify_waha_error(
         state = str(body["status"])
         if state in _TRANSIENT_SESSION_STATES:
             return ProviderError(
-                f"WAHA session {session!r} is {state}; will retry once it is WORKING",
+                f"WAHA session {session!r} is {state}, not WORKING",
                 failure=Failure.RETRY,
                 code=f"session_{state.lower()}",
                 retry_after=gateway.parse_retry_after((headers or {}).get("retry-after")) or 5.0,

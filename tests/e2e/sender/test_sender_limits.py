@@ -3,6 +3,7 @@ sender processes), pair interval, tier, quiet hours, and priority overtaking a b
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -107,6 +108,25 @@ def test_pair_interval_spaces_one_recipient_without_holding_back_others(system: 
     gaps = [b - a for a, b in pairwise(to_same)]
     assert len(to_same) == 3 and all(g >= 0.95 for g in gaps), gaps
     assert max(others) - to_same[0] < 0.5, "other recipients waited behind the pair limit"
+
+
+def test_a_retry_waits_for_the_pair_interval_and_its_history_says_when(system: SenderSystem):
+    """The backoff alone would say "retry in 0.1 s"; the pair interval makes it seconds. The
+    history tells the real delay, the retry happens then, and the sent message keeps no error."""
+    _, key = system.tenant("pair-retry")
+    client = system.client(key)
+    channel = system.meta_channel(client, pair_interval_seconds=3.0)
+    to = phone(350)
+    system.meta.fail_next(131000, to=to.lstrip("+"))
+    [message_id] = send_many(client, channel["id"], [to])
+    sent = wait_status(client, message_id, "sent", timeout=30)
+    retry = next(h for h in sent["history"] if h["status"] == "queued" and h["reason"])
+    stated = float(re.search(r"retry in (\d+(?:\.\d+)?) s", retry["reason"]).group(1))  # type: ignore[union-attr]
+    attempts = [datetime.fromisoformat(h["at"]) for h in sent["history"] if h["status"] == "sending"]
+    real = (attempts[1] - attempts[0]).total_seconds()
+    assert stated >= 2.0, retry["reason"]
+    assert real >= 2.9 and real >= stated - 0.5, (stated, real, sent["history"])
+    assert sent["error_code"] is None, sent
 
 
 def test_tier_caps_unique_recipients_per_portfolio_and_the_rest_wait(system: SenderSystem):

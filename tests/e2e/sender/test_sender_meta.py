@@ -369,6 +369,7 @@ def test_provider_errors_fail_retry_dead_letter_and_replay(system: SenderSystem)
         "sent",
     ]
     assert "130429" in retried["history"][2]["reason"] and "retry in" in retried["history"][2]["reason"]
+    assert retried["error_code"] is None, "a sent message keeps the error of a failed attempt"
     assert len([r for r in system.meta.received_for(pnid) if r["body"]["to"] == phone(11).lstrip("+")]) == 1
 
     # transient every time: a dead letter after max attempts (5 here), then replayed and sent
@@ -378,6 +379,7 @@ def test_provider_errors_fail_retry_dead_letter_and_replay(system: SenderSystem)
     assert (
         dead["attempts"] == 5 and dead["dead_letter"] and "gave up after 5 attempts" in dead["status_reason"]
     )
+    assert not [h["reason"] for h in dead["history"] if "will retry" in (h["reason"] or "")], dead["history"]
     letters = client.get("/v1/dead-letters").json()["items"]
     assert {m["id"] for m in letters} == {failed["id"], dead_id}
     assert client.post(f"/v1/dead-letters/{dead_id}/replay").json() == {"replayed": [dead_id]}
