@@ -38,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 from shared.api import install_error_handlers
 from shared.crypto import SecretBox
 from shared.db import UnitOfWork, create_engine, retry_transient
+from shared.door import DoorGuard
 from shared.events import CloudEvent, EventData
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
@@ -286,8 +287,14 @@ class ServiceRuntime:
     # --- the app -------------------------------------------------------------------------
 
     def create_app(
-        self, routers: Sequence[APIRouter], *, openapi_tags: list[dict[str, Any]] | None = None
+        self,
+        routers: Sequence[APIRouter],
+        *,
+        openapi_tags: list[dict[str, Any]] | None = None,
+        guard: bool = True,
     ) -> FastAPI:
+        """The service's FastAPI app. ``guard`` puts ``DoorGuard`` (body size, JSON depth, UTF-8)
+        outermost; pass False when something else wraps the app and the guard goes outside that."""
         app = FastAPI(
             title=self.title,
             description=self.description,
@@ -299,6 +306,8 @@ class ServiceRuntime:
         service = self.service
 
         app.add_middleware(HttpMetrics, service=service)
+        if guard:  # added last: outermost, before metrics and routing see the body
+            app.add_middleware(DoorGuard, max_body_bytes=self.settings.max_body_bytes)
 
         ops = APIRouter(tags=["operations"])
 

@@ -67,6 +67,9 @@ class HeraldSettings(BaseSettings):
         "competes for the event loop with the outbox relay and the HTTP handlers.",
     )
     db_pool_size: int = Field(default=10, ge=1)
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger request bodies get 413 (shared.door.DoorGuard)."
+    )
     outbox_batch_size: int = Field(default=200, ge=1)
     outbox_poll_seconds: float = Field(
         default=2.0, gt=0, description="Fallback poll of the outbox; NOTIFY wakes the relay at once."

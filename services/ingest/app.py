@@ -14,6 +14,7 @@ from services.ingest.models import SCHEMA, metadata
 from services.ingest.routes import build_webhook_routes
 from services.ingest.settings import IngestSettings
 from shared.api import ERROR_RESPONSES, ApiError
+from shared.door import DoorGuard
 from shared.events import (
     CATALOGUE,
     PUBLIC_INPUT_TYPES,
@@ -74,16 +75,9 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         },
     )
     async def post_event(request: Request, tenant: Tenant = Depends(runtime.auth)) -> JSONResponse:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise ApiError(413, "payload_too_large", f"body exceeds {settings.max_body_bytes} bytes")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > settings.max_body_bytes:
-                raise ApiError(413, "payload_too_large", f"body exceeds {settings.max_body_bytes} bytes")
+        raw = await request.body()  # size, depth and UTF-8 checked by DoorGuard around the app
         try:
-            event = validate_inbound_event(bytes(raw), tenant.id)
+            event = validate_inbound_event(raw, tenant.id)
         except EventRejected as exc:
             raise ApiError(exc.status, exc.error, exc.message, exc.details) from exc
         accepted = await handlers.accept_event(runtime, tenant.id, event)
@@ -102,6 +96,8 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         DeliveryStatus,
         TemplateStatusChanged,
     )
-    app = runtime.create_app([api, *webhook_routes])
-    # provider webhooks skip FastAPI's per-request machinery (see services/ingest/fastpath.py)
-    return runtime, runtime.webhook_fast_path.wrap(app)  # type: ignore[attr-defined]
+    app = runtime.create_app([api, *webhook_routes], guard=False)
+    # provider webhooks skip FastAPI's per-request machinery (see services/ingest/fastpath.py), so
+    # the one body guard (size, JSON depth, UTF-8) sits outside the fast path, in front of both
+    fast = runtime.webhook_fast_path.wrap(app)  # type: ignore[attr-defined]
+    return runtime, DoorGuard(fast, max_body_bytes=settings.max_body_bytes)

@@ -30,9 +30,9 @@ class _Headers(dict[str, str]):
 
 
 class WebhookFastPath:
-    def __init__(self, process: Process, max_body_bytes: int) -> None:
+    def __init__(self, process: Process) -> None:
+        # body size (and JSON depth, UTF-8) is checked by shared.door.DoorGuard outside this wrapper
         self.process = process
-        self.max_body_bytes = max_body_bytes
         self.app: Any = None
 
     def wrap(self, app: Any) -> WebhookFastPath:
@@ -70,17 +70,12 @@ class WebhookFastPath:
     ) -> tuple[int, dict[str, Any]]:
         headers = _Headers((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"])
         try:
-            declared = headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_body_bytes:
-                raise ApiError(413, "payload_too_large", f"body exceeds {self.max_body_bytes} bytes")
             chunks = bytearray()
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return 400, {"error": "disconnected", "message": "the client went away", "details": []}
                 chunks += message.get("body", b"")
-                if len(chunks) > self.max_body_bytes:
-                    raise ApiError(413, "payload_too_large", f"body exceeds {self.max_body_bytes} bytes")
                 if not message.get("more_body"):
                     break
             return 200, await self.process(provider, source_id, bytes(chunks), headers)

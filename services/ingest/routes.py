@@ -125,18 +125,6 @@ def make_blob_store(settings: IngestSettings) -> BlobStore:
     return LocalBlobStore(settings.blob_dir)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", f"body exceeds {limit} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, "payload_too_large", f"body exceeds {limit} bytes")
-    return bytes(raw)
-
-
 def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> list[APIRouter]:
     directory = Directory(
         runtime.engine, runtime.secrets, settings.secret_key.get_secret_value(), settings.cache_seconds
@@ -211,10 +199,10 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
         return {"status": received.outcome, "events": received.events, "duplicates": received.duplicates}
 
     async def post_webhook(provider: str, source_id: str, request: Request) -> JSONResponse:
-        body = await _read_body(request, settings.max_body_bytes)
+        body = await request.body()  # size-checked by shared.door.DoorGuard
         return JSONResponse(await process(provider, source_id, body, request.headers))
 
-    runtime.webhook_fast_path = WebhookFastPath(process, settings.max_body_bytes)  # type: ignore[attr-defined]
+    runtime.webhook_fast_path = WebhookFastPath(process)  # type: ignore[attr-defined]
 
     for name in PROVIDERS:
 

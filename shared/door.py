@@ -1,0 +1,141 @@
+"""One guard at every door: body size, JSON nesting depth and UTF-8, checked before any app code.
+
+``DoorGuard`` is plain ASGI so it can sit outside FastAPI and outside ingest's webhook fast path
+alike. A request with a body is read (at most ``max_body_bytes``), checked, and replayed to the app
+as one ``http.request`` message; a bodyless request passes untouched. Failures answer in Herald's
+error shape (``shared.api.ErrorBody``) with a message that says what to fix — never a 500 from a
+``RecursionError`` deep inside a JSON parser.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_JSON_TYPES = ("application/json",)
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """True when ``body`` nests objects/arrays deeper than ``limit``.
+
+    A single non-recursive pass counting brackets outside strings (backslash escapes inside strings
+    are skipped), so it costs O(n) and cannot overflow the stack whatever the input.
+    """
+    depth = 0
+    in_string = False
+    escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte == 0x7B or byte == 0x5B:  # { [
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte == 0x7D or byte == 0x5D:  # } ]
+            depth -= 1
+    return False
+
+
+def is_json_content_type(content_type: str) -> bool:
+    """application/json, application/*+json, or no content type at all."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not media:
+        return True
+    return media in _JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class DoorGuard:
+    def __init__(self, app: Any, *, max_body_bytes: int, max_json_depth: int = 64) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
+
+    async def _reject(self, send: Any, status: int, error: str, message: str) -> None:
+        body = json.dumps({"error": error, "message": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    # the unread rest of the body makes the connection unusable for another request
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _too_large(self) -> str:
+        return f"body exceeds {self.max_body_bytes} bytes: send less or split the batch"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
+        if declared is None and not chunked:
+            await self.app(scope, receive, send)  # bodyless
+            return
+        if declared is not None and declared.strip().isdigit():
+            size = int(declared)
+            if size == 0:
+                await self.app(scope, receive, send)
+                return
+            if size > self.max_body_bytes:
+                await self._reject(send, 413, "payload_too_large", self._too_large())
+                return
+
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                await self._reject(send, 413, "payload_too_large", self._too_large())
+                return
+            if not message.get("more_body", False):
+                break
+        raw = bytes(body)
+
+        if raw and is_json_content_type(_header(scope, b"content-type") or ""):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                await self._reject(send, 400, "malformed_json", "body is not valid UTF-8: encode it as UTF-8")
+                return
+            if json_depth_exceeds(raw, self.max_json_depth):
+                await self._reject(
+                    send,
+                    400,
+                    "malformed_json",
+                    f"JSON is nested deeper than {self.max_json_depth} levels: flatten it",
+                )
+                return
+
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
