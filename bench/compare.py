@@ -55,9 +55,10 @@ def main() -> int:
     parser.add_argument("name", help="the benchmark: sender, ingest, scheduler, gateways, first_slice")
     parser.add_argument("--base", required=True, help="the commit to compare against")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="after --: the benchmark's own arguments")
-    opts = parser.parse_args()
-    args = opts.args[1:] if opts.args[:1] == ["--"] else opts.args
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    opts = parser.parse_args(argv[:split])
+    args = argv[split + 1 :]  # after --: the benchmark's own arguments
     with tempfile.TemporaryDirectory(prefix="herald-base-") as tmp:
         base = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", str(base), opts.base], cwd=REPO, check=True)
