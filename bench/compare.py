@@ -24,15 +24,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
+#: the "[bench.x 12:00:00] " prefix of a benchmark's progress lines
+PREFIX = re.compile(r"^\[bench[^\]]*\]\s*")
 
 
 def figures(output: str) -> dict[str, list[float]]:
     """Lines with numbers, keyed by their text with the numbers taken out."""
     out: dict[str, list[float]] = {}
     for line in output.splitlines():
-        if line.startswith("[bench") or not NUMBER.search(line):
+        line = PREFIX.sub("", line).strip()
+        if not NUMBER.search(line) or line.startswith(("logs kept", "could not")):
             continue
-        key = NUMBER.sub("#", line.strip())
+        key = NUMBER.sub("#", line)
         out.setdefault(key, [float(n.replace(",", "")) for n in NUMBER.findall(line)])
     return out
 
