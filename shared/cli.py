@@ -103,7 +103,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_local_env(start: str | None = None) -> None:
+    """Load `.herald/env` (written by `make up`), searched from cwd upwards.
+
+    Only used when HERALD_DATABASE_URL is not set; never overrides a set variable.
+    """
+    import os
+    from pathlib import Path
+
+    if os.environ.get("HERALD_DATABASE_URL"):
+        return
+    here = Path(start or os.getcwd()).resolve()
+    for d in (here, *here.parents):
+        f = d / ".herald" / "env"
+        if f.is_file():
+            for line in f.read_text().splitlines():
+                line = line.strip()
+                if not line or line.startswith("#") or "=" not in line:
+                    continue
+                k, v = line.split("=", 1)
+                os.environ.setdefault(k.strip(), v.strip())
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
+    load_local_env()
     args = parser().parse_args(argv)
     return int(args.func(args) or 0)
 
