@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -25,6 +26,34 @@ from devtools.processes import DEFAULT_PORTS, REPO, SERVICES, ServiceProcess, he
 
 STATE = REPO / ".herald"
 DEMO_FILE = STATE / "demo-tenant.json"
+#: what a second shell needs to reach the stack this process started: the `herald` command reads
+#: it when HERALD_DATABASE_URL is not set; `set -a; . .herald/env; set +a` gives curl $HERALD_KEY
+ENV_FILE = STATE / "env"
+
+
+#: what the CLI must share with the services (the secrets only when they were set for `make up`)
+_PASSED_ON = (
+    "HERALD_ENVIRONMENT",
+    "HERALD_DATABASE_URL",
+    "HERALD_AMQP_URL",
+    "HERALD_SECRET_KEY",
+    "HERALD_ENCRYPTION_KEYS",
+)
+
+
+def write_env_file(path: Path, env: dict[str, str], key: str, urls: dict[str, str]) -> None:
+    """Write ``KEY=VALUE`` lines (no quoting needed: URLs and keys have no spaces)."""
+    lines = [
+        "# written by `make up` for the stack it runs; removed when it stops",
+        *(f"{k}={env[k]}" for k in _PASSED_ON if k in env),
+        f"HERALD_KEY={key}",
+        *(f"HERALD_{name.upper()}_URL={url}" for name, url in urls.items()),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
 
 
 def say(text: str) -> None:
@@ -115,6 +144,7 @@ def run_local() -> int:
                 svc.proc.kill()  # type: ignore[union-attr]
                 svc.proc.wait(5)  # type: ignore[union-attr]
         infra.stop()
+        ENV_FILE.unlink(missing_ok=True)
         say("stopped. Data is kept in .herald/ (remove it with `make clean`).")
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -143,6 +173,8 @@ def run_local() -> int:
             svc.wait_ready(timeout=90)
             say(f"{svc.name:<9} ready on {svc.url}  (log: .herald/logs/{svc.name}.log)")
         key = demo_key(env, services[-1].url)
+        write_env_file(ENV_FILE, env, key, {svc.name: f"http://localhost:{svc.port}" for svc in services})
+        say("wrote .herald/env: `uv run herald …` in another shell uses this stack")
         print(
             f"\nHerald is up: all four services answer /readyz. Demo tenant key below; try:\n"
             f"{curl_examples(key, ports)}\nPress Ctrl-C to stop everything.",
