@@ -4,9 +4,7 @@ so an opt-out keyword or an inbound message (the 24-hour window) applies to both
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pydantic import TypeAdapter
 
@@ -14,52 +12,16 @@ from services.ingest import normalise
 from services.sender.app import Recipient
 from shared.crypto import lookup_hash
 from shared.events import ContactOptedOut, InboundReceived
+from tests.integration.ingest.test_events_and_media import meta_text
 
-#: Meta's own example, from the handbook beside the checkout (a reduced copy below when absent)
-WEBHOOKS = Path(__file__).resolve().parents[2].parent / "shared" / "contracts" / "meta-webhooks"
 OLD_WA_ID = "551187654321"  # as WhatsApp sends it: no ninth digit
 KEY = "k" * 32
-CONTRACT_FILE = WEBHOOKS / "meta-openapi__inbound_text.json"
 
 
 def _webhook_from(wa_id: str, text: str) -> dict:
-    if CONTRACT_FILE.exists():
-        body = json.loads(CONTRACT_FILE.read_text())
-    else:  # the handbook's copy of Meta's example, reduced to what matters here
-        body = {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "419561257915477",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {
-                                    "display_phone_number": "15550783881",
-                                    "phone_number_id": "1065",
-                                },
-                                "contacts": [{"profile": {"name": "A"}, "wa_id": wa_id}],
-                                "messages": [
-                                    {
-                                        "from": wa_id,
-                                        "id": "wamid.1",
-                                        "timestamp": "1749416383",
-                                        "type": "text",
-                                        "text": {"body": text},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-    value = body["entry"][0]["changes"][0]["value"]
-    value["contacts"][0]["wa_id"] = wa_id
-    value["messages"][0]["from"] = wa_id
-    value["messages"][0]["text"]["body"] = text
+    """Meta's own example webhook (the handbook's contract), from ``wa_id``."""
+    body = meta_text(text, "wamid.phone-identity", phone=wa_id)
+    body["entry"][0]["changes"][0]["value"]["contacts"][0]["wa_id"] = wa_id
     return body
 
 
