@@ -58,6 +58,16 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+async def send_json(send: Any, status: int, payload: Any, *, close: bool = False) -> None:
+    """Answer an ASGI request with a JSON body, straight from a raw ASGI app."""
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class DoorGuard:
     def __init__(self, app: Any, *, max_body_bytes: int, max_json_depth: int = 64) -> None:
         self.app = app
@@ -65,20 +75,8 @@ class DoorGuard:
         self.max_json_depth = max_json_depth
 
     async def _reject(self, send: Any, status: int, error: str, message: str) -> None:
-        body = json.dumps({"error": error, "message": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    # the unread rest of the body makes the connection unusable for another request
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        # the unread rest of the body makes the connection unusable for another request
+        await send_json(send, status, {"error": error, "message": message}, close=True)
 
     def _too_large(self) -> str:
         return f"body exceeds {self.max_body_bytes} bytes: send less or split the batch"

@@ -10,13 +10,13 @@ OpenAPI document.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from services.ingest.webhooks import PROVIDERS
 from shared.api import ApiError
+from shared.door import send_json
 from shared.logging import get_logger
 from shared.service import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -50,18 +50,7 @@ class WebhookFastPath:
         provider, source_id = parts[2], parts[3]
         started = time.perf_counter()
         status, answer = await self._handle(provider, source_id, scope, receive)
-        body = json.dumps(answer).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, answer)
         HTTP_LATENCY.labels("ingest", "POST", ROUTES[provider]).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels("ingest", "POST", ROUTES[provider], str(status)).inc()
 
