@@ -1,6 +1,7 @@
-"""Pure rules of the sender: the status machine and what to do with a message on delivery.
+"""Pure rules of the sender: which message may go now, what a failure means, what a status is.
 
-No I/O here. Invariants:
+No I/O here: every rule takes facts already loaded and returns a decision; the dispatcher loads,
+calls the rule, and writes what it decided. Invariants:
 - a status never moves backwards (queued → sending → sent → delivered → read); ``failed`` is final;
 - a message is handed to a provider only after ``sending`` is committed, so a crash during the
   provider call leaves a visible ``sending`` row, never a silent gap;
@@ -15,32 +16,18 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from enum import Enum
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from services.sender.providers.base import Failure
 from shared.delivery import delivery_moves
 
 #: the ranking is shared with every other copy of a message's status (the scheduler's reminders)
 can_move = delivery_moves
-
-
-class Claim(Enum):
-    SEND = "send"  # queued: this consumer sends it
-    RECONCILE = "reconcile"  # sending, lease expired: its sender died mid-call
-    IN_FLIGHT = "in_flight"  # sending, lease alive: another consumer is sending it right now
-    DONE = "done"  # already sent/delivered/read/failed: a duplicate request
-
-
-def claim(status: str, sending_started_at: datetime | None, now: datetime, lease: timedelta) -> Claim:
-    if status == "queued":
-        return Claim.SEND
-    if status == "sending":
-        if sending_started_at is None or now - sending_started_at >= lease:
-            return Claim.RECONCILE
-        return Claim.IN_FLIGHT
-    return Claim.DONE
 
 
 def request_fingerprint(
@@ -156,3 +143,302 @@ FREE_FORM_KINDS = frozenset({"text", "image", "document", "audio", "video", "but
 def is_free_form(content: dict) -> bool:
     """Everything except a template is free-form: allowed only inside the 24-hour window."""
     return content.get("kind", "text") in FREE_FORM_KINDS
+
+
+def claim_quota(
+    *,
+    consecutive_failures: int,
+    breaker_threshold: int,
+    rate: float,
+    next_slot: datetime | None,
+    now: datetime,
+    horizon: float,
+    cap: int,
+) -> int:
+    """How many due messages a channel takes in one claim pass: one probe while its breaker is
+    half-open (failures at the threshold, cool-down over), else the slots inside the horizon."""
+    if consecutive_failures >= breaker_threshold:
+        return 1
+    return slot_quota(rate, next_slot, now, horizon, cap)
+
+
+# --- the template catalogue ------------------------------------------------------------------
+
+#: Meta's template statuses (message_template_status_update ``event``) under which a send fails at
+#: Meta (132001 not approved, 132015 paused, 132016 disabled): Herald does not call the provider.
+#: APPROVED, REINSTATED and FLAGGED (quality dropping, still sendable) are sendable.
+UNSENDABLE_TEMPLATE_STATUSES = frozenset(
+    {"PENDING", "REJECTED", "PAUSED", "DISABLED", "IN_APPEAL", "PENDING_DELETION", "DELETED", "ARCHIVED"}
+)
+
+#: Meta send errors that tell a template's status (error-codes.json: 132015 paused, 132016 disabled)
+TEMPLATE_ERROR_STATUS = {"132015": "PAUSED", "132016": "DISABLED"}
+
+
+class TemplateStatus(Protocol):
+    name: str
+    language: str
+    status: str
+    reason: str | None
+    at: datetime
+
+
+def template_names(contents: Sequence[Any]) -> set[str]:
+    """The template names among ``contents`` (stored contents and fallback templates)."""
+    return {
+        str(c["name"])
+        for c in contents
+        if isinstance(c, dict) and c.get("kind") == "template" and c.get("name")
+    }
+
+
+def template_block(content: Any, blocked: Mapping[tuple[str, str], TemplateStatus]) -> tuple[str, str] | None:
+    """(error code, reason) when ``content`` is a template Meta will not send, else None."""
+    if not blocked or not isinstance(content, dict) or content.get("kind") != "template":
+        return None
+    t = blocked.get((str(content.get("name")), str(content.get("language"))))
+    if t is None:
+        return None
+    why = f": {t.reason}" if t.reason else ""
+    return (
+        f"template_{t.status.lower()}",
+        f"template {t.name!r} ({t.language}) is {t.status} at Meta since {t.at.isoformat()}{why}; "
+        "not sent. Replay the dead letter once Meta approves or reinstates it "
+        "(GET /v1/templates shows the status)",
+    )
+
+
+# --- admission: which due messages go now ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    rate: float  # sends per second (slots 1/rate apart)
+    next_slot: datetime | None  # the channel's next free slot
+    pair_interval: float  # seconds between two sends to one recipient (0: none)
+    tier: int | None  # unique recipients per 24 h over the portfolio (None: unlimited)
+    enforce_window: bool  # free-form messages only inside the 24-hour window
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A due message as admission sees it. ``unreadable`` says why its stored recipient or content
+    cannot be read (it fails; the rest of the channel carries on)."""
+
+    id: uuid.UUID
+    recipient_hash: str
+    content: dict[str, Any]
+    fallback: dict[str, Any] | None = None
+    unreadable: str | None = None
+
+
+@dataclass
+class Facts:
+    """What admission needs about one channel's batch, loaded in the claim's transaction."""
+
+    opted_out: set[str] = field(default_factory=set)
+    open_window: set[str] = field(default_factory=set)
+    blocked_templates: Mapping[tuple[str, str], TemplateStatus] = field(default_factory=dict)
+    pair_next: Mapping[str, datetime] = field(default_factory=dict)
+    tier_count: int = 0  # unique recipients in the last 24 h
+    tier_oldest: datetime | None = None  # when the oldest of them was last sent to
+    tier_known: set[str] = field(default_factory=set)  # recipients of this batch among them
+
+
+@dataclass(frozen=True)
+class Admit:
+    candidate: Candidate
+    content: dict[str, Any]
+    slot: datetime
+    used_fallback: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Delay:
+    candidate: Candidate
+    until: datetime
+    limit: str  # "pair" or "tier"
+
+
+@dataclass(frozen=True)
+class Refuse:
+    candidate: Candidate
+    code: str
+    reason: str
+    dead_letter: bool = False
+
+
+@dataclass
+class Admission:
+    admitted: list[Admit] = field(default_factory=list)
+    delayed: list[Delay] = field(default_factory=list)
+    refused: list[Refuse] = field(default_factory=list)
+    pair_next: dict[str, datetime] = field(default_factory=dict)  # new next send per recipient
+    tier_new: list[str] = field(default_factory=list)  # recipients this batch adds to the tier
+
+    def next_slot(self, limits: ChannelLimits, now: datetime) -> datetime:
+        start = max(limits.next_slot or now, now)
+        return start + timedelta(seconds=len(self.admitted) / limits.rate)
+
+
+OPTED_OUT_REASON = "the recipient opted out: POST /v1/opt-outs … DELETE to opt them back in"
+WINDOW_CLOSED_REASON = (
+    "the recipient's 24-hour customer-service window is closed (no inbound message "
+    "in the last 24 h): send a template, or give a fallback_template"
+)
+FALLBACK_NOTE = "24-hour window closed: sent the fallback template instead"
+
+
+def admit(candidates: Sequence[Candidate], limits: ChannelLimits, facts: Facts, now: datetime) -> Admission:
+    """Decide each due message of a channel, in order (highest priority first):
+
+    1. opted out → refused; 2. free-form outside the 24-hour window → its fallback template, or
+    refused; 3. a template Meta will not send → refused as a dead letter; 4. unreadable → refused;
+    5. the recipient's pair interval not over → delayed until it is; 6. a new recipient over the
+    tier → delayed until the oldest of the 24 h leaves it; else admitted in the next slot
+    (slots 1/rate apart from the channel's next free slot)."""
+    out = Admission()
+    start = max(limits.next_slot or now, now)
+    pair = timedelta(seconds=limits.pair_interval)
+    tier_count = facts.tier_count
+    tier_known = set(facts.tier_known)
+    for c in candidates:
+        h = c.recipient_hash
+        if h in facts.opted_out:
+            out.refused.append(Refuse(c, "opted_out", OPTED_OUT_REASON))
+            continue
+        content, used_fallback, note = c.content, False, None
+        if limits.enforce_window and is_free_form(content) and h not in facts.open_window:
+            if c.fallback is None:
+                out.refused.append(Refuse(c, "window_closed", WINDOW_CLOSED_REASON))
+                continue
+            content, used_fallback, note = c.fallback, True, FALLBACK_NOTE
+        blocked = template_block(content, facts.blocked_templates)
+        if blocked is not None:
+            out.refused.append(Refuse(c, *blocked, dead_letter=True))
+            continue
+        if c.unreadable is not None:
+            out.refused.append(Refuse(c, "unreadable", c.unreadable))
+            continue
+        slot = start + timedelta(seconds=len(out.admitted) / limits.rate)
+        if pair:
+            busy_until = out.pair_next.get(h) or facts.pair_next.get(h)
+            if busy_until is not None and busy_until > slot:
+                out.delayed.append(Delay(c, busy_until, "pair"))
+                continue
+        if limits.tier is not None and h not in tier_known:
+            if tier_count >= limits.tier:
+                out.delayed.append(Delay(c, (facts.tier_oldest or now) + TIER_PERIOD, "tier"))
+                continue
+            tier_count += 1
+            tier_known.add(h)
+            out.tier_new.append(h)
+        if pair:
+            out.pair_next[h] = slot + pair
+        out.admitted.append(Admit(c, content, slot, used_fallback, note))
+    return out
+
+
+# --- what a failed send means ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: float  # seconds until the message is due again
+    note: str  # the history line: which attempt failed, why, and when the retry really is
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    reason: str
+    dead_letter: bool  # a dead letter can be replayed; an opt-out is not one
+
+
+@dataclass(frozen=True)
+class FailureOutcome:
+    decision: Retry | GiveUp
+    record_opt_out: bool = False  # the provider says the recipient opted out
+    template_status: str | None = None  # Meta's refusal tells the template's status
+    pause_channel: bool = False  # token or policy error: nothing on this channel can go
+    counts_against_channel: bool = False  # a transient failure: one step towards the breaker
+
+
+def after_failure(
+    failure: Failure,
+    *,
+    code: str,
+    reason: str,
+    attempts: int,
+    max_attempts: int,
+    backoff: float,
+    retry_after: float | None = None,
+    pair_interval: float = 0.0,
+    pair_wait: float | None = None,
+    provider: str = "",
+    is_template: bool = False,
+) -> FailureOutcome:
+    """What to do after attempt ``attempts`` failed with ``failure``.
+
+    Retryable failures retry while attempts remain: after ``backoff`` (full jitter), at least
+    the provider's ``retry_after``, a pair-limit refusal (131056) at least max(6 s, the pair
+    interval) doubling per attempt, and never before the pair interval lets the claim send to
+    this recipient again (``pair_wait``), so the history says when the retry really happens.
+    Otherwise the message fails: a dead letter (replayable) unless the recipient opted out."""
+    retryable = failure in (Failure.RETRY, Failure.RETRY_RECIPIENT)
+    counts = failure is Failure.RETRY
+    if retryable and attempts < max_attempts:
+        delay = backoff
+        if failure is Failure.RETRY_RECIPIENT:
+            delay = max(delay, max(6.0, pair_interval) * (2 ** (attempts - 1)))
+        if retry_after:
+            delay = max(delay, retry_after)
+        if pair_wait is not None:
+            delay = max(delay, pair_wait)
+        note = f"attempt {attempts}/{max_attempts} failed ({code}), retry in {delay:.1f} s: {reason}"
+        return FailureOutcome(Retry(delay, note), counts_against_channel=counts)
+    if retryable:
+        reason = f"gave up after {attempts} attempts: {reason}"
+    return FailureOutcome(
+        GiveUp(reason, dead_letter=failure is not Failure.OPTED_OUT),
+        record_opt_out=failure is Failure.OPTED_OUT,
+        template_status=TEMPLATE_ERROR_STATUS.get(code) if provider == "meta" and is_template else None,
+        pause_channel=failure is Failure.PAUSE_CHANNEL,
+        counts_against_channel=counts,
+    )
+
+
+# --- the breaker -------------------------------------------------------------------------------
+
+
+def breaker_state(
+    *, paused: bool, open_until: datetime | None, consecutive_failures: int, threshold: int, now: datetime
+) -> str:
+    """closed, open (cooling down), half_open (one probe at a time) or paused (an operator must act)."""
+    if paused:
+        return "paused"
+    if open_until is not None and open_until > now:
+        return "open"
+    if consecutive_failures >= threshold:
+        return "half_open"
+    return "closed"
+
+
+def breaker_opens(consecutive_failures: int, threshold: int) -> bool:
+    """The transient failure that brings a channel to the threshold opens its breaker."""
+    return consecutive_failures >= threshold
+
+
+# --- delivery statuses -------------------------------------------------------------------------
+
+#: a provider's delivery status → the message status it means (a played voice note was read)
+DELIVERY_STATUS = {
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "played": "read",
+    "failed": "failed",
+}
+
+#: Meta's "user opted out of marketing messages" (error-codes.json): the failure records an opt-out
+OPTED_OUT_ERROR = "131050"

@@ -8,11 +8,10 @@ import pytest
 from services.ingest.domain import EventRejected, validate_inbound_event
 from services.pipeline.domain import DEFAULT_ORDER_RULE, message_id_for
 from services.scheduler.domain import ScheduleError, can_cancel, check_send_at
-from services.sender.domain import Claim, can_move, claim, request_fingerprint
+from services.sender.domain import can_move, request_fingerprint
 from shared.events import OrderStatusChanged
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-LEASE = timedelta(seconds=30)
 
 
 @pytest.mark.parametrize(
@@ -31,14 +30,6 @@ LEASE = timedelta(seconds=30)
 )
 def test_status_never_moves_backwards(current, new, allowed):
     assert can_move(current, new) is allowed
-
-
-def test_claim_rules():
-    assert claim("queued", None, NOW, LEASE) is Claim.SEND
-    assert claim("sending", NOW - timedelta(seconds=5), NOW, LEASE) is Claim.IN_FLIGHT
-    assert claim("sending", NOW - timedelta(seconds=31), NOW, LEASE) is Claim.RECONCILE
-    for done in ("sent", "delivered", "read", "failed"):
-        assert claim(done, None, NOW, LEASE) is Claim.DONE
 
 
 def test_request_fingerprint_distinguishes_requests():

@@ -1,0 +1,608 @@
+"""Dispatch: claim → admit → send → record.
+
+Every sender process runs one ``Dispatcher``. A claim pass locks the channels with due messages
+(``FOR UPDATE SKIP LOCKED``), loads the facts admission needs (opt-outs, windows, blocked
+templates, pair pacing, tier usage), lets ``domain.admit`` decide each message, and writes the
+decision — admitted ones ``sending`` with a reserved slot, delayed ones a later ``not_before``,
+refused ones ``failed`` — in one transaction, so two processes never exceed a limit together.
+Each admitted message waits for its slot, is sent, and its result is recorded in bulk; a failure
+is decided by ``domain.after_failure``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from sqlalchemy.engine import Row
+
+from services.sender import domain, status
+from services.sender import repository as repo
+from services.sender.catalogues import record_opt_out, record_template_status
+from services.sender.context import CONTENT, Sender
+from services.sender.metrics import (
+    BREAKER,
+    CHECK_FAILURES,
+    DEAD_LETTERS,
+    RATE_WAITS,
+    REQUEST_TO_PROVIDER,
+    SENT,
+)
+from services.sender.outcomes import apply_delivery_status
+from services.sender.providers.base import ChannelConfig, Failure, Outbound, ProviderError, SendResult
+from shared.db import UnitOfWork
+from shared.events import MessageContent, TemplateContent, utcnow
+from shared.logging import get_logger
+from shared.notify import Wakeup
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Job:
+    """One claimed message on its way to the provider."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    channel: ChannelConfig
+    provider: str
+    outbound: Outbound
+    slot: float  # time.time() at which it may be sent
+    created_at: datetime
+    attempts: int
+    correlation_id: str | None
+    pair_interval: float
+    recipient_hash: str
+    note: str | None = None
+    result: SendResult | None = None
+    error: ProviderError | None = None
+
+    @property
+    def message(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "provider": self.provider,
+            "channel_id": self.channel.id,
+            "correlation_id": self.correlation_id,
+        }
+
+
+def _refusal(r: Row[Any], refuse: domain.Refuse) -> status.Change:
+    return status.Change(
+        r._mapping,
+        "failed",
+        r.status,
+        refuse.reason,
+        error_code=refuse.code,
+        dead_letter=refuse.dead_letter,
+    )
+
+
+class Dispatcher:
+    """Claims due messages in batches, sends each in its slot, records results in batches."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+        self.settings = sender.settings
+        self.runtime = sender.runtime
+        self.in_flight = 0
+        self._capacity = asyncio.Event()
+        self._done: list[Job] = []
+        self._flush_wanted = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # held for a whole claim pass: drain() takes it (and keeps it) so that a pass under way
+        # when SIGTERM arrives finishes and hands its jobs over before the drain looks at them
+        self._claiming = asyncio.Lock()
+        # jobs waiting for their send slot (not yet at the provider): a drain hands them back
+        self._waiting: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._released: list[Job] = []
+        # claimed by this process and not yet recorded: their lease is renewed while it lives
+        self._in_flight_ids: set[uuid.UUID] = set()
+
+    # ---- claim loop ----
+
+    async def run(self) -> None:
+        wake = Wakeup(self.runtime.engine, repo.DUE_CHANNEL)
+        try:
+            while not self.runtime.stopping.is_set():
+                started = time.monotonic()
+                try:
+                    await wake.ensure_listening()
+                    if self.in_flight >= self.settings.max_in_flight:
+                        self._capacity.clear()
+                        await asyncio.wait_for(self._capacity.wait(), timeout=1.0)
+                        continue
+                    async with self._claiming:
+                        if self.runtime.stopping.is_set():
+                            break
+                        wait = await self.runtime.with_db("claim messages", self.claim)
+                except TimeoutError:
+                    continue
+                except Exception as exc:
+                    log.warning("claim failed", error=repr(exc)[:300])
+                    wait = 1.0
+                await wake.wait(wait)
+                # Batch arrivals: every accepted request NOTIFYs, and one claim pass per message
+                # would cost a transaction each. Passes are at least claim_interval apart.
+                pause = self.settings.claim_interval_seconds - (time.monotonic() - started)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+        finally:
+            await wake.close()
+
+    async def claim(self) -> float:
+        """One claim pass over every channel with due messages; returns seconds until the next
+        pass is useful (NOTIFY of a new message wakes the loop earlier)."""
+        now = utcnow()
+        jobs: list[Job] = []
+        async with self.runtime.uow() as uow:
+            for ch in await repo.lock_due_channels(uow.conn, now, self.settings.claim_horizon_seconds):
+                jobs.extend(await self._claim_channel(uow, ch, now))
+            await uow.commit()
+        for job in jobs:
+            self._start(job)
+        return await self._next_wait()
+
+    async def _next_wait(self) -> float:
+        now = utcnow()
+        async with self.runtime.engine.connect() as conn:
+            candidates = await repo.next_due(conn, now, self.settings.claim_horizon_seconds)
+        if not candidates:
+            return 5.0
+        wait = (min(candidates) - now).total_seconds()
+        # a due channel another process holds right now: look again shortly
+        return min(5.0, max(0.02, wait))
+
+    async def _claim_channel(self, uow: UnitOfWork, ch: Row[Any], now: datetime) -> list[Job]:
+        """Load → decide → write, for one locked channel."""
+        s = self.settings
+        conn = uow.conn
+        label = str(ch.id)
+        if ch.quiet_hours:
+            until = domain.QuietHours.parse(ch.quiet_hours).quiet_until(now)
+            if until is not None:
+                RATE_WAITS.labels(label, "quiet_hours").inc(await repo.hold_queued_until(conn, ch.id, until))
+                return []
+        try:
+            config = self.sender.channel_config(ch)
+        except Exception as exc:  # e.g. credentials encrypted with a key no longer configured
+            reason = f"the channel's credentials cannot be read ({type(exc).__name__}): PATCH them again"
+            await repo.update_channel(conn, ch.id, paused=True, pause_reason=reason)
+            BREAKER.labels(label).set(3)
+            log.warning("channel paused: unreadable credentials", channel_id=label)
+            return []
+        quota = domain.claim_quota(
+            consecutive_failures=ch.consecutive_failures,
+            breaker_threshold=s.breaker_threshold,
+            rate=ch.throughput_per_second,
+            next_slot=ch.next_slot,
+            now=now,
+            horizon=s.claim_horizon_seconds,
+            cap=s.claim_batch,
+        )
+        if quota <= 0:
+            return []
+        rows = await repo.lock_due_messages(conn, ch.id, now, quota)
+        if not rows:
+            return []
+
+        # load
+        candidates, decoded = self._candidates(rows)
+        hashes = list({r.recipient_hash for r in rows})
+        facts = domain.Facts(
+            opted_out=await repo.opted_out_among(conn, ch.tenant_id, hashes),
+            blocked_templates=await repo.templates_with_status(
+                conn,
+                ch.tenant_id,
+                domain.template_names([c for r in rows for c in (r.content, r.fallback_template)]),
+                domain.UNSENDABLE_TEMPLATE_STATUSES,
+            ),
+        )
+        if ch.enforce_window:
+            facts.open_window = await repo.open_windows_among(
+                conn, ch.tenant_id, ch.id, hashes, now - domain.WINDOW
+            )
+        if ch.pair_interval_seconds > 0:
+            facts.pair_next = await repo.pair_next_among(conn, ch.id, hashes)
+        if ch.tier is not None:
+            facts.tier_count, facts.tier_oldest, facts.tier_known = await repo.tier_usage(
+                conn, ch.tenant_id, ch.portfolio, now - domain.TIER_PERIOD, hashes
+            )
+        limits = domain.ChannelLimits(
+            rate=ch.throughput_per_second,
+            next_slot=ch.next_slot,
+            pair_interval=ch.pair_interval_seconds,
+            tier=ch.tier,
+            enforce_window=ch.enforce_window,
+        )
+
+        # decide
+        decision = domain.admit(candidates, limits, facts, now)
+
+        # write
+        by_id = {r.id: r for r in rows}
+        await repo.set_not_before_each(conn, [(d.candidate.id, d.until) for d in decision.delayed])
+        for d in decision.delayed:
+            RATE_WAITS.labels(label, d.limit).inc()
+        if decision.refused:
+            await status.record(uow, [_refusal(by_id[f.candidate.id], f) for f in decision.refused])
+            for f in decision.refused:
+                CHECK_FAILURES.labels(f.code).inc()
+                if f.dead_letter:
+                    DEAD_LETTERS.labels(label).inc()
+        await repo.upsert_pair_next(conn, ch.id, decision.pair_next)
+        await repo.upsert_tier_recipients(conn, ch.tenant_id, ch.portfolio, decision.tier_new, now)
+        if not decision.admitted:
+            return []
+        channel_values: dict[str, Any] = {"next_slot": decision.next_slot(limits, now)}
+        if ch.consecutive_failures >= s.breaker_threshold:
+            # one probe at a time: nobody else probes until this one answers or the cool-down ends
+            channel_values["breaker_open_until"] = now + timedelta(seconds=s.breaker_cooldown_seconds)
+            BREAKER.labels(label).set(2)
+        await repo.update_channel(conn, ch.id, **channel_values)
+        await repo.set_contents(
+            conn, [(a.candidate.id, a.content) for a in decision.admitted if a.used_fallback]
+        )
+        changes = []
+        jobs = []
+        for a in decision.admitted:
+            r = by_id[a.candidate.id]
+            to, content, fallback = decoded[r.id]
+            reason = a.note or (f"attempt {r.attempts + 1}" if r.attempts else None)
+            changes.append(
+                status.Change(
+                    r._mapping,
+                    "sending",
+                    "queued",
+                    reason,
+                    # the error of an earlier attempt stays visible until this one's result
+                    error_code=r.error_code,
+                    values={
+                        "sending_started_at": now,
+                        "attempts": r.attempts + 1,
+                        "provider": ch.provider,
+                    },
+                )
+            )
+            jobs.append(
+                Job(
+                    id=r.id,
+                    tenant_id=r.tenant_id,
+                    channel=config,
+                    provider=ch.provider,
+                    outbound=Outbound(
+                        message_id=r.id,
+                        tenant_id=r.tenant_id,
+                        to=to,
+                        content=fallback if a.used_fallback else content,  # type: ignore[arg-type]
+                    ),
+                    slot=a.slot.timestamp(),
+                    created_at=r.created_at,
+                    attempts=r.attempts + 1,
+                    correlation_id=r.correlation_id,
+                    pair_interval=ch.pair_interval_seconds,
+                    recipient_hash=r.recipient_hash,
+                    note=a.note,
+                )
+            )
+        await status.record(uow, changes)
+        return jobs
+
+    def _candidates(
+        self, rows: Sequence[Row[Any]]
+    ) -> tuple[
+        list[domain.Candidate], dict[uuid.UUID, tuple[str, MessageContent | None, MessageContent | None]]
+    ]:
+        """Each row as admission sees it, and its decrypted recipient and parsed contents."""
+        candidates = []
+        decoded: dict[uuid.UUID, tuple[str, MessageContent | None, MessageContent | None]] = {}
+        for r in rows:
+            content = r.content or {"kind": "text", "body": r.text}
+            fallback = r.fallback_template or None
+            unreadable = None
+            try:  # one unreadable row must not stop the channel
+                to = self.runtime.secrets.decrypt(r.recipient_enc)
+                decoded[r.id] = (
+                    to,
+                    CONTENT.validate_python(content),
+                    CONTENT.validate_python(fallback) if fallback else None,
+                )
+            except Exception as exc:
+                unreadable = f"the stored message cannot be read ({type(exc).__name__}: {exc})"
+            candidates.append(domain.Candidate(r.id, r.recipient_hash, content, fallback, unreadable))
+        return candidates, decoded
+
+    # ---- sending ----
+
+    def _start(self, job: Job) -> None:
+        self.in_flight += 1
+        self._in_flight_ids.add(job.id)
+        task = asyncio.create_task(self._send(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, job: Job) -> None:
+        try:
+            delay = job.slot - time.time()
+            if delay > 0:
+                RATE_WAITS.labels(str(job.channel.id), "throughput").inc()
+                self._waiting[job.id] = asyncio.current_task()  # type: ignore[assignment]
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    if not self.runtime.stopping.is_set():
+                        raise
+                    # drain() cancelled the wait: the provider was not called, hand the job back
+                    self._released.append(job)
+                    return
+                finally:
+                    self._waiting.pop(job.id, None)
+            REQUEST_TO_PROVIDER.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
+            try:
+                provider = self.sender.provider(job.provider)
+            except ImportError:
+                job.error = ProviderError(
+                    f"the {job.provider} adapter is not installed in this sender",
+                    failure=Failure.PERMANENT,
+                    code="adapter_missing",
+                )
+            else:
+                try:
+                    job.result = await provider.send(job.channel, job.outbound)
+                except ProviderError as exc:
+                    job.error = exc
+                except Exception as exc:  # an adapter bug must not lose the message
+                    log.exception("provider adapter raised", provider=job.provider)
+                    job.error = ProviderError(
+                        f"{job.provider} adapter error: {type(exc).__name__}",
+                        failure=Failure.RETRY,
+                        code="adapter",
+                    )
+            outcome = "sent" if job.error is None else ("retry" if job.error.retryable else "failed")
+            SENT.labels(
+                str(job.channel.id), job.provider, outcome, (job.error.code if job.error else "") or ""
+            ).inc()
+            self._done.append(job)
+            self._flush_wanted.set()
+        finally:
+            self.in_flight -= 1
+            self._capacity.set()
+            if job.result is None and job.error is None:  # released or cancelled: no result to record
+                self._in_flight_ids.discard(job.id)
+
+    # ---- recording results ----
+
+    async def flush_forever(self) -> None:
+        while not self.runtime.stopping.is_set() or self._done or self._tasks:
+            if not self._done:
+                self._flush_wanted.clear()
+                try:
+                    await asyncio.wait_for(self._flush_wanted.wait(), timeout=1.0)
+                except TimeoutError:
+                    continue
+                await asyncio.sleep(0.01)  # gather a batch
+            done, self._done = self._done, []
+            try:
+                await self.runtime.with_db("record results", partial(self.record, done))
+            except Exception:
+                log.exception("recording results failed; they are retried")
+                self._done = done + self._done
+                await asyncio.sleep(1.0)
+
+    async def drain(self, seconds: float) -> None:
+        """On shutdown (``runtime.stopping`` is set): no new claim pass starts, a pass under way
+        finishes, jobs still waiting for their slot go back to ``queued`` without a provider call,
+        and calls already at the provider finish and have their results recorded. Whatever is still
+        at the provider when ``seconds`` run out stays ``sending`` and is reconciled after the lease
+        by the next process (see services.sender.reconcile)."""
+        deadline = time.monotonic() + seconds
+        try:
+            async with asyncio.timeout(seconds):
+                await self._claiming.acquire()  # kept: the claim loop sees ``stopping`` and ends
+        except TimeoutError:
+            log.warning("a claim pass did not finish within the drain timeout")
+        for task in list(self._waiting.values()):
+            task.cancel()
+        while (self._tasks or self._done or self._released) and time.monotonic() < deadline:
+            if self._released:
+                released, self._released = self._released, []
+                await self.runtime.with_db("release jobs", partial(self.release, released))
+            elif self._done:
+                done, self._done = self._done, []
+                await self.runtime.with_db("record results", partial(self.record, done))
+            else:
+                await asyncio.sleep(0.02)
+        left = len(self._tasks)
+        if left:
+            log.warning("drain timed out: messages stay 'sending' until reconciled", in_flight=left)
+
+    async def renew_leases_forever(self) -> None:
+        """Keep this process's claims alive: every third of the lease, ``sending_started_at`` of
+        each message claimed here and not yet recorded moves to now. The lease then expires only
+        when its process is gone, so a slow provider (a Chatwoot send is several calls, each with
+        its own timeout) is never taken for a crash and sent a second time. Runs through the
+        drain, until the runtime cancels it."""
+        interval = max(0.1, self.sender.lease.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._in_flight_ids)
+            if not ids:
+                continue
+            try:
+                async with self.runtime.engine.begin() as conn:
+                    await repo.renew_leases(conn, ids, utcnow())
+            except Exception as exc:  # the database is away: the next round tries again
+                log.warning("lease renewal failed", error=repr(exc)[:200], in_flight=len(ids))
+
+    async def release(self, jobs: Sequence[Job]) -> None:
+        """Hand claimed jobs that never reached the provider back to the queue."""
+        reason = "sender stopping: released before the provider call"
+        now = utcnow()
+        async with self.runtime.uow() as uow:
+            rows = await repo.still_sending(uow.conn, [j.id for j in jobs])
+            await status.record(
+                uow,
+                [
+                    status.Change(
+                        r._mapping,
+                        "queued",
+                        "sending",
+                        reason,
+                        error_code=r.error_code,
+                        values={"sending_started_at": None, "attempts": r.attempts - 1, "not_before": now},
+                    )
+                    for r in rows
+                ],
+            )
+            await uow.commit()
+        log.info("released claimed messages on shutdown", count=len(rows))
+
+    async def record(self, done: Sequence[Job]) -> None:
+        sent = [j for j in done if j.error is None]
+        failed = [j for j in done if j.error is not None]
+        async with self.runtime.uow() as uow:
+            await status.record(
+                uow,
+                [
+                    status.Change(
+                        j.message,
+                        "sent",
+                        "sending",
+                        j.result.history_note,  # type: ignore[union-attr]
+                        provider_message_id=j.result.provider_message_id,  # type: ignore[union-attr]
+                        row_reason=j.result.history_note or j.note,  # type: ignore[union-attr]
+                        values={"sending_started_at": None},
+                    )
+                    for j in sent
+                ],
+            )
+            for channel_id in sorted({j.channel.id for j in sent}):
+                if await repo.close_breaker(uow.conn, channel_id):
+                    log.info("channel breaker closed", channel_id=str(channel_id))
+                BREAKER.labels(str(channel_id)).set(0)
+            for j in failed:
+                await self._record_failure(uow, j)
+            if failed:
+                await repo.notify_due(uow.conn)  # a retry is due soon: the claim loops recompute their sleep
+            await uow.commit()
+        self._in_flight_ids.difference_update(j.id for j in done)
+        if sent:
+            await self._apply_pending([j.result.provider_message_id for j in sent])  # type: ignore[union-attr]
+
+    async def _record_failure(self, uow: UnitOfWork, job: Job) -> None:
+        s = self.settings
+        conn = uow.conn
+        exc = job.error
+        assert exc is not None
+        current = await repo.lock_message(conn, job.id)
+        if current is None or current.status != "sending":
+            return
+        now = utcnow()
+        code = exc.code or exc.failure.value
+        pair_wait = None
+        if exc.retryable and job.pair_interval > 0:
+            next_at = await repo.pair_next_at(conn, job.channel.id, current.recipient_hash)
+            if next_at is not None:
+                pair_wait = (next_at - now).total_seconds()
+        outcome = domain.after_failure(
+            exc.failure,
+            code=code,
+            reason=f"{job.provider}: {exc.reason}",
+            attempts=job.attempts,
+            max_attempts=s.max_attempts,
+            backoff=domain.backoff_seconds(
+                job.attempts, base=s.backoff_base_seconds, cap=s.backoff_cap_seconds
+            ),
+            retry_after=exc.retry_after,
+            pair_interval=job.pair_interval,
+            pair_wait=pair_wait,
+            provider=job.provider,
+            is_template=isinstance(job.outbound.content, TemplateContent),
+        )
+        d = outcome.decision
+        label = str(job.channel.id)
+        if isinstance(d, domain.Retry):
+            change = status.Change(
+                current._mapping,
+                "queued",
+                "sending",
+                d.note,
+                error_code=code,
+                values={"sending_started_at": None, "not_before": now + timedelta(seconds=d.delay)},
+            )
+        else:
+            change = status.Change(
+                current._mapping,
+                "failed",
+                "sending",
+                d.reason,
+                error_code=code,
+                dead_letter=d.dead_letter,
+                values={"sending_started_at": None},
+            )
+            if d.dead_letter:
+                DEAD_LETTERS.labels(label).inc()
+        await status.record(uow, [change])
+        if outcome.record_opt_out:
+            await record_opt_out(
+                self.sender, conn, job.tenant_id, job.outbound.to, f"{job.provider} error {code}", now
+            )
+        if outcome.template_status is not None:
+            # Meta's refusal says what its webhook may not have told us (yet): the next messages
+            # with this template fail without a call, as if template.status_changed had arrived
+            content = job.outbound.content
+            assert isinstance(content, TemplateContent)
+            await record_template_status(
+                conn,
+                job.tenant_id,
+                content.name,
+                content.language,
+                outcome.template_status,
+                change.reason,
+                now,
+            )
+        if outcome.pause_channel:
+            await repo.update_channel(
+                conn,
+                job.channel.id,
+                paused=True,
+                pause_reason=f"{change.reason} (error {code}); PATCH the channel to resume",
+                updated_at=now,
+            )
+            BREAKER.labels(label).set(3)
+            log.warning("channel paused", channel_id=label, code=code)
+        if outcome.counts_against_channel:
+            await self._count_channel_failure(uow, job, now)
+
+    async def _count_channel_failure(self, uow: UnitOfWork, job: Job, now: datetime) -> None:
+        s = self.settings
+        failures = await repo.count_channel_failure(uow.conn, job.channel.id)
+        if failures is not None and domain.breaker_opens(failures, s.breaker_threshold):
+            await repo.update_channel(
+                uow.conn,
+                job.channel.id,
+                breaker_open_until=now + timedelta(seconds=s.breaker_cooldown_seconds),
+            )
+            BREAKER.labels(str(job.channel.id)).set(1)
+            log.warning(
+                "channel breaker open",
+                channel_id=str(job.channel.id),
+                failures=failures,
+                cooldown=s.breaker_cooldown_seconds,
+            )
+
+    async def _apply_pending(self, provider_message_ids: list[str]) -> None:
+        """Apply delivery statuses that arrived before the send was recorded."""
+        async with self.runtime.engine.connect() as conn:
+            early = await repo.pending_for(conn, provider_message_ids)
+        for p in early:
+            await apply_delivery_status(
+                self.sender, p.provider_message_id, p.status, p.at, p.error_code, p.reason, pending_id=p.id
+            )

@@ -1,0 +1,35 @@
+"""The sender's Prometheus metrics (one place, so every use case counts the same way)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SENT = Counter(
+    "herald_sender_messages_total",
+    "Provider call outcomes by channel, provider and error code",
+    ["channel", "provider", "outcome", "code"],
+)
+RECONCILED = Counter(
+    "herald_sender_reconciled_total",
+    "Messages found in 'sending' after their sender died, by what reconciliation found",
+    ["outcome"],
+)
+REQUEST_TO_PROVIDER = Histogram(
+    "herald_sender_request_to_provider_seconds",
+    "Time from request to provider call",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RATE_WAITS = Counter(
+    "herald_sender_limit_waits_total",
+    "Messages delayed by a limit or check, by which (pair, tier, quiet_hours, throughput)",
+    ["channel", "limit"],
+)
+CHECK_FAILURES = Counter(
+    "herald_sender_check_failures_total", "Messages failed before any provider call", ["reason"]
+)
+DEAD_LETTERS = Counter("herald_sender_dead_letters_total", "Messages that became dead letters", ["channel"])
+BREAKER = Gauge(
+    "herald_sender_channel_breaker_state",
+    "Circuit breaker per channel: 0 closed, 1 open, 2 half-open (probing), 3 paused by an operator-level error",
+    ["channel"],
+)

@@ -1,0 +1,132 @@
+"""The one way a message's status changes.
+
+``record`` writes, in the caller's unit of work, the three things a status change is: the row's
+new status (with what it clears: the reason, the error code and the dead-letter flag always
+describe the new status, never an earlier attempt), its history line, and the ``message.status``
+outbox event. Every path — acceptance, the claim, the provider's answer, retries, dead letters,
+delivery statuses, reconciliation, replay, a deleted channel — goes through it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Row
+from sqlalchemy.sql import ClauseElement
+
+from services.sender import repository as repo
+from shared.db import UnitOfWork
+from shared.events import CloudEvent, MessageStatusChanged, new_event, utcnow
+
+SOURCE = "/herald/sender"
+
+
+def facts(row: Row[Any] | Mapping[str, Any]) -> Mapping[str, Any]:
+    """The fields of a message a status event needs, from a row or a dict."""
+    return row._mapping if isinstance(row, Row) else row
+
+
+@dataclass(frozen=True)
+class Change:
+    """One message moving from ``previous`` to ``status``.
+
+    ``message`` needs id, tenant_id, provider, channel_id and correlation_id. ``values`` are the
+    other columns that change with the status (``not_before``, ``attempts``, …). ``row_reason``
+    is what the row's ``status_reason`` keeps when it differs from the history line (a sent
+    fallback keeps why the fallback was sent). ``at`` is when it happened (a provider's
+    timestamp); the default is the time of recording."""
+
+    message: Mapping[str, Any]
+    status: str
+    previous: str | None
+    reason: str | None = None
+    error_code: str | None = None
+    dead_letter: bool = False
+    provider_message_id: str | None = None
+    at: datetime | None = None
+    row_reason: str | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.message["id"]
+
+    def columns(self, now: datetime) -> dict[str, Any]:
+        cols: dict[str, Any] = {
+            "status": self.status,
+            "status_reason": self.row_reason if self.row_reason is not None else self.reason,
+            "error_code": self.error_code,
+            "dead_letter": self.dead_letter,
+            "updated_at": now,
+            **self.values,
+        }
+        if self.provider_message_id is not None:
+            cols["provider_message_id"] = self.provider_message_id
+        return cols
+
+    def event(self, now: datetime) -> CloudEvent[Any]:
+        m = self.message
+        return new_event(
+            MessageStatusChanged(
+                message_id=m["id"],
+                status=self.status,
+                previous_status=self.previous,
+                at=self.at or now,
+                reason=self.reason,
+                error_code=self.error_code,
+                dead_letter=self.dead_letter,
+                provider=self.values.get("provider", m.get("provider")),
+                provider_message_id=self.provider_message_id,
+                channel_id=m.get("channel_id"),
+                correlation_id=m.get("correlation_id"),
+            ),
+            tenant_id=m["tenant_id"],
+            source=SOURCE,
+            subject=str(m["id"]),
+        )
+
+
+def _same(value: Any) -> Any:
+    """A hashable stand-in for a column value, to find changes that write the same values."""
+    if isinstance(value, ClauseElement):
+        return ("sql", id(value))
+    if isinstance(value, dict | list):
+        return ("json", repr(value))
+    return value
+
+
+async def record(uow: UnitOfWork, changes: Sequence[Change], *, inserted: bool = False) -> None:
+    """Record ``changes`` in ``uow``: row updates (guarded by the previous status, grouped so a
+    batch costs a statement per distinct set of values), history lines, outbox events.
+
+    ``inserted``: the rows were just inserted with this status (acceptance) — no update."""
+    if not changes:
+        return
+    now = utcnow()
+    if not inserted:
+        groups: dict[tuple[Any, ...], list[Change]] = {}
+        for c in changes:
+            cols = c.columns(now)
+            key = (c.previous, *sorted((k, _same(v)) for k, v in cols.items()))
+            groups.setdefault(key, []).append(c)
+        varied: dict[tuple[Any, ...], list[Change]] = {}
+        for group in groups.values():
+            if len(group) > 1:
+                await repo.set_status_many(
+                    uow.conn, [c.id for c in group], group[0].previous, group[0].columns(now)
+                )
+            else:
+                c = group[0]
+                varied.setdefault((c.previous, *sorted(c.columns(now))), []).append(c)
+        for group in varied.values():
+            await repo.set_status_each(uow.conn, [(c.id, c.previous, c.columns(now)) for c in group])
+    await repo.add_histories(
+        uow.conn,
+        [{"message_id": c.id, "status": c.status, "reason": c.reason, "at": c.at or now} for c in changes],
+    )
+    for c in changes:
+        uow.add_event(c.event(now))
