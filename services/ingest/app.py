@@ -23,6 +23,7 @@ from shared.events import (
     DeliveryStatus,
     InboundReceived,
     TemplateStatusChanged,
+    UserErased,
 )
 from shared.service import ServiceRuntime
 from shared.tenancy import Tenant
@@ -98,6 +99,7 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         InboundReceived,
         DeliveryStatus,
         TemplateStatusChanged,
+        UserErased,
     )
     app = runtime.create_app([api, *webhook_routes], guard=False)
     # provider webhooks skip FastAPI's per-request machinery (see services/ingest/fastpath.py), so
