@@ -10,7 +10,9 @@ from pydantic import BaseModel
 
 from services.ingest import handlers
 from services.ingest.domain import EventRejected, validate_inbound_event
+from services.ingest.fastpath import WebhookFastPath
 from services.ingest.models import SCHEMA, metadata
+from services.ingest.pipeline import WebhookPipeline
 from services.ingest.routes import build_webhook_routes
 from services.ingest.settings import IngestSettings
 from shared.api import ERROR_RESPONSES, ApiError
@@ -21,6 +23,7 @@ from shared.events import (
     DeliveryStatus,
     InboundReceived,
     TemplateStatusChanged,
+    UserErased,
 )
 from shared.service import ServiceRuntime
 from shared.tenancy import Tenant
@@ -88,16 +91,18 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
             ).model_dump(),
         )
 
-    webhook_routes = build_webhook_routes(runtime, settings)
+    pipeline = WebhookPipeline(runtime, settings)
+    webhook_routes = build_webhook_routes(runtime, settings, pipeline)
     # what other systems may post, plus the facts ingest states from provider webhooks
     runtime.declare_publishes(
         *(CATALOGUE[t] for t in sorted(PUBLIC_INPUT_TYPES)),
         InboundReceived,
         DeliveryStatus,
         TemplateStatusChanged,
+        UserErased,
     )
     app = runtime.create_app([api, *webhook_routes], guard=False)
     # provider webhooks skip FastAPI's per-request machinery (see services/ingest/fastpath.py), so
     # the one body guard (size, JSON depth, UTF-8) sits outside the fast path, in front of both
-    fast = runtime.webhook_fast_path.wrap(app)  # type: ignore[attr-defined]
+    fast = WebhookFastPath(pipeline.process, app)
     return runtime, DoorGuard(fast, max_body_bytes=settings.max_body_bytes)

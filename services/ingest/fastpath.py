@@ -30,14 +30,10 @@ class _Headers(dict[str, str]):
 
 
 class WebhookFastPath:
-    def __init__(self, process: Process) -> None:
+    def __init__(self, process: Process, app: Any) -> None:
         # body size (and JSON depth, UTF-8) is checked by shared.door.DoorGuard outside this wrapper
         self.process = process
-        self.app: Any = None
-
-    def wrap(self, app: Any) -> WebhookFastPath:
         self.app = app
-        return self
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/webhooks/"):

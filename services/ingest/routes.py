@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -15,33 +14,19 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.dialects import postgresql as pg
 
-from services.ingest import verify
-from services.ingest.blobs import BlobStore, GcsBlobStore, LocalBlobStore, S3BlobStore
-from services.ingest.fastpath import WebhookFastPath
-from services.ingest.media import MediaWorker, user_prefix
+from services.ingest import handlers, verify
 from services.ingest.models import (
     contacts,
     keyword_settings,
-    media_jobs,
-    rejections,
-    webhook_deliveries,
-    webhook_keys,
     webhook_sources,
 )
 from services.ingest.normalise import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, keyword_form
+from services.ingest.pipeline import WebhookPipeline
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks import (
     PROVIDERS,
-    CoalescingWaker,
-    Directory,
-    Malformed,
-    WebhookStore,
-    check,
-    receive,
-    record_rejection,
 )
 from shared.api import ERROR_RESPONSES, ApiError, RequestModel
-from shared.db import is_transient_db_error
 from shared.logging import get_logger
 from shared.service import ServiceRuntime
 from shared.tenancy import Tenant
@@ -112,97 +97,15 @@ def _validate_secrets(body: WebhookSourceIn) -> None:
         )
 
 
-def make_blob_store(settings: IngestSettings) -> BlobStore:
-    if settings.blob_store == "s3":
-        return S3BlobStore(
-            settings.blob_bucket,
-            settings.blob_prefix,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-        )
-    if settings.blob_store == "gcs":
-        return GcsBlobStore(settings.blob_bucket, settings.blob_prefix)
-    return LocalBlobStore(settings.blob_dir)
-
-
-def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> list[APIRouter]:
-    directory = Directory(
-        runtime.engine, runtime.secrets, settings.secret_key.get_secret_value(), settings.cache_seconds
-    )
-    store = WebhookStore(settings.database_url, settings.webhook_pool_size, settings.webhook_timeout_seconds)
-    blobs = make_blob_store(settings)
-    worker = MediaWorker(runtime, settings, blobs, settings.secret_key.get_secret_value())
-    runtime.add_loop("media-worker", worker.run)
-
-    async def close_pool() -> None:
-        try:
-            await runtime.stopping.wait()
-        finally:
-            await store.close()
-            await blobs.close()
-
-    runtime.add_loop("webhook-pool", close_pool)
-    relay_waker = CoalescingWaker(runtime.relay.wake, settings.relay_coalesce_seconds)
-    runtime.webhooks = (directory, store, worker, blobs)  # type: ignore[attr-defined]
-
+def build_webhook_routes(
+    runtime: ServiceRuntime, settings: IngestSettings, pipeline: WebhookPipeline
+) -> list[APIRouter]:
+    directory = pipeline.directory
     hooks = APIRouter(prefix="/webhooks", tags=["webhooks"])
-
-    async def _source(provider: str, source_id: str):  # type: ignore[no-untyped-def]
-        try:
-            sid = uuid.UUID(source_id)
-        except ValueError:
-            raise ApiError(404, "not_found", f"no {provider} webhook source {source_id!r}") from None
-        try:
-            source = await directory.source(provider, sid)
-        except Exception as exc:
-            if is_transient_db_error(exc):
-                raise ApiError(503, "unavailable", "the database is unavailable; retry") from exc
-            raise
-        if source is None:
-            raise ApiError(
-                404,
-                "not_found",
-                f"no {provider} webhook source {source_id}: create one with POST /v1/webhook-sources",
-            )
-        return source
-
-    async def process(
-        provider: str, source_id: str, body: bytes, headers: Mapping[str, str]
-    ) -> dict[str, Any]:
-        """Verify, store and answer one webhook; raises ``ApiError`` for every refusal."""
-        source = await _source(provider, source_id)
-        try:
-            check(source, body, headers, chatwoot_skew=settings.chatwoot_max_skew_seconds)
-        except verify.Unverified as exc:
-            log.warning("webhook refused", provider=provider, source=str(source.id), reason=exc.reason)
-            try:
-                await record_rejection(runtime.engine, source, exc.reason)
-            except Exception as count_exc:  # the count is best effort; the answer is 401 regardless
-                log.warning("could not count a rejection", error=str(count_exc)[:200])
-            raise ApiError(401, "unauthorized", exc.message) from None
-        try:
-            received = await receive(
-                source=source,
-                body=body,
-                headers=headers,
-                directory=directory,
-                store=store,
-                wake_relay=relay_waker,
-                wake_media=worker.wake,
-            )
-        except Malformed as exc:
-            raise ApiError(400, "malformed_json", str(exc)) from None
-        except Exception as exc:
-            if is_transient_db_error(exc) or isinstance(exc, TimeoutError):
-                raise ApiError(503, "unavailable", "could not store the webhook; retry") from exc
-            raise
-        return {"status": received.outcome, "events": received.events, "duplicates": received.duplicates}
 
     async def post_webhook(provider: str, source_id: str, request: Request) -> JSONResponse:
         body = await request.body()  # size-checked by shared.door.DoorGuard
-        return JSONResponse(await process(provider, source_id, body, request.headers))
-
-    runtime.webhook_fast_path = WebhookFastPath(process)  # type: ignore[attr-defined]
+        return JSONResponse(await pipeline.process(provider, source_id, body, request.headers))
 
     for name in PROVIDERS:
 
@@ -222,11 +125,11 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
 
     @hooks.get("/meta/{source_id}", summary="Meta's subscription handshake", response_class=PlainTextResponse)
     async def meta_handshake(source_id: str, request: Request) -> Response:
-        source = await _source("meta", source_id)
+        source = await pipeline.source("meta", source_id)
         try:
             challenge = verify.verify_meta_handshake(source.secrets["verify_token"], request.query_params)
         except verify.Unverified as exc:
-            await record_rejection(runtime.engine, source, exc.reason)
+            await pipeline.record_rejection(source, exc.reason)
             return JSONResponse(
                 status_code=403, content={"error": "forbidden", "message": exc.message, "details": []}
             )
@@ -370,64 +273,19 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
         "/users/{user_id}/data", tags=["contacts"], summary="Erase a user's inbound messages and media"
     )
     async def erase_user(user_id: str, tenant: Tenant = Depends(runtime.auth)) -> dict[str, Any]:
-        async with runtime.engine.begin() as conn:
-            hashes = (
-                (
-                    await conn.execute(
-                        sa.select(contacts.c.phone_hash).where(
-                            contacts.c.tenant_id == tenant.id, contacts.c.user_id == user_id
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if not hashes:
-                raise ApiError(
-                    404,
-                    "not_found",
-                    f"no contact is mapped to user {user_id!r}: map one with PUT /v1/contacts/{{phone}}",
-                )
-            deliveries = sa.select(webhook_keys.c.delivery_id).where(
-                webhook_keys.c.tenant_id == tenant.id, webhook_keys.c.phone_hash.in_(hashes)
-            )
-            erased = (
-                (
-                    await conn.execute(
-                        sa.delete(webhook_deliveries)
-                        .where(
-                            webhook_deliveries.c.tenant_id == tenant.id,
-                            webhook_deliveries.c.id.in_(deliveries),
-                        )
-                        .returning(webhook_deliveries.c.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            # pending jobs too: their event (text included) is never published, and a download
-            # under way finds its job gone and deletes what it stored (MediaWorker.handle)
-            await conn.execute(
-                sa.delete(media_jobs).where(
-                    media_jobs.c.tenant_id == tenant.id,
-                    media_jobs.c.delivery_id.in_(erased),
-                )
-            )
-            await conn.execute(
-                webhook_keys.update()
-                .where(webhook_keys.c.tenant_id == tenant.id, webhook_keys.c.phone_hash.in_(hashes))
-                .values(phone_hash=None)
-            )
-            await conn.execute(
-                sa.delete(contacts).where(
-                    contacts.c.tenant_id == tenant.id, contacts.c.phone_hash.in_(hashes)
-                )
-            )
-        blobs_deleted = await blobs.delete_prefix(user_prefix(tenant.id, user_id, None))
-        for ph in hashes:
-            blobs_deleted += await blobs.delete_prefix(user_prefix(tenant.id, None, ph))
-        directory.forget_tenant(tenant.id)
-        return {"user_id": user_id, "webhooks_erased": len(erased), "media_erased": blobs_deleted}
+        try:
+            erased = await handlers.erase_user(runtime, pipeline, tenant.id, user_id)
+        except handlers.NothingToErase:
+            raise ApiError(
+                404,
+                "not_found",
+                f"no contact is mapped to user {user_id!r}: map one with PUT /v1/contacts/{{phone}}",
+            ) from None
+        return {
+            "user_id": erased.user_id,
+            "webhooks_erased": erased.webhooks_erased,
+            "media_erased": erased.media_erased,
+        }
 
     # --- keywords ----------------------------------------------------------------------------
 
@@ -470,38 +328,6 @@ def build_webhook_routes(runtime: ServiceRuntime, settings: IngestSettings) -> l
     async def stats(
         tenant: Tenant = Depends(runtime.auth), days: int = Query(7, ge=1, le=90)
     ) -> dict[str, Any]:
-        since = datetime.now(UTC).date() - timedelta(days=days - 1)
-        day = sa.cast(sa.func.timezone("UTC", webhook_deliveries.c.received_at), sa.Date).label("day")
-        async with runtime.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(
-                    day,
-                    sa.func.count().label("received"),
-                    sa.func.count().filter(webhook_deliveries.c.outcome == "duplicate").label("duplicates"),
-                    sa.func.count()
-                    .filter(webhook_deliveries.c.outcome == "unrecognised")
-                    .label("unrecognised"),
-                )
-                .where(webhook_deliveries.c.tenant_id == tenant.id, webhook_deliveries.c.received_at >= since)
-                .group_by(day)
-            )
-            by_day: dict[date, dict[str, Any]] = {
-                r.day: {
-                    "received": r.received,
-                    "duplicates": r.duplicates,
-                    "unrecognised": r.unrecognised,
-                    "rejected": 0,
-                }
-                for r in rows
-            }
-            for r in await conn.execute(
-                sa.select(rejections.c.day, sa.func.sum(rejections.c.count).label("n"))
-                .where(rejections.c.tenant_id == tenant.id, rejections.c.day >= since)
-                .group_by(rejections.c.day)
-            ):
-                by_day.setdefault(r.day, {"received": 0, "duplicates": 0, "unrecognised": 0, "rejected": 0})[
-                    "rejected"
-                ] = int(r.n)
-        return {"days": [{"day": d.isoformat(), **v} for d, v in sorted(by_day.items())]}
+        return {"days": await handlers.inbound_stats(runtime, tenant.id, days)}
 
     return [hooks, api]
