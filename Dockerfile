@@ -33,11 +33,12 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
 
-# Then the project itself. --no-editable installs `shared` and `services` into the venv's
+# Then the project itself. --no-editable installs `herald`, `shared` and `services` into the venv's
 # site-packages as a regular wheel (package data such as Alembic migration folders included), so
 # the venv alone is the complete application and the runtime stage needs no source tree.
 # README.md is read by the build backend (pyproject's `readme`).
 COPY README.md ./
+COPY herald ./herald
 COPY shared ./shared
 COPY services ./services
 RUN uv sync --frozen --no-dev --no-editable

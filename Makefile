@@ -16,12 +16,12 @@ up: install
 	$(UV) run --frozen python -m devtools.up
 
 test: install
-	$(UV) run --frozen ruff check shared services devtools tests bench
+	$(UV) run --frozen ruff check herald shared services devtools tests bench
 	$(UV) run --frozen pytest
 
 lint: install
-	$(UV) run --frozen ruff check shared services devtools tests bench
-	$(UV) run --frozen ruff format --check shared services devtools tests bench
+	$(UV) run --frozen ruff check herald shared services devtools tests bench
+	$(UV) run --frozen ruff format --check herald shared services devtools tests bench
 
 test-unit: install
 	$(UV) run --frozen pytest tests/unit

@@ -45,7 +45,8 @@ import httpx
 
 from devtools.database import asyncpg_dsn, create_migrated_database, drop_database
 from devtools.infra import resolve_infra
-from devtools.processes import SERVICES, ServiceProcess, free_port, herald_cli, herald_env
+from devtools.processes import ServiceProcess, free_port, herald_cli, herald_env
+from herald.services import SERVICES
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ORDER_STATUSES = ("payment_confirmed", "preparing", "ready_for_pickup")

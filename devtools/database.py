@@ -31,7 +31,7 @@ def create_migrated_database(server_url: str, prefix: str) -> tuple[str, str]:
 
     Returns (name, SQLAlchemy URL of the new database). Call outside a running event loop (the
     migrations run their own)."""
-    from shared.migrate import upgrade_all
+    from herald.migrate import upgrade_all
 
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     asyncio.run(_execute_on_server(server_url, f'CREATE DATABASE "{name}"'))

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-SERVICES = ("ingest", "scheduler", "pipeline", "sender")
-DEFAULT_PORTS = {"ingest": 8001, "scheduler": 8002, "pipeline": 8003, "sender": 8004}
+from herald.services import SERVICES
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -72,7 +72,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "run", self.name],
+                [sys.executable, "-m", "herald.cli", "run", self.name],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -142,7 +142,7 @@ def herald_env(database_url: str, amqp_url: str, **extra: str) -> dict[str, str]
 def herald_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     """Run ``herald …`` with ``env``; returns stdout, raises with stderr on failure."""
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "herald.cli", *args],
         env={**env, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,

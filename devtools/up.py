@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 
 from devtools.infra import LocalInfra, docker_available
-from devtools.processes import DEFAULT_PORTS, REPO, SERVICES, ServiceProcess, herald_cli, port_in_use
+from devtools.processes import REPO, ServiceProcess, herald_cli, port_in_use
+from herald.services import SERVICES
 
 STATE = REPO / ".herald"
 DEMO_FILE = STATE / "demo-tenant.json"
@@ -61,7 +62,9 @@ def say(text: str) -> None:
 
 
 def curl_examples(key: str, ports: dict[str, int]) -> str:
-    s, sc, i, p = (f"http://localhost:{ports[n]}" for n in ("sender", "scheduler", "ingest", "pipeline"))
+    url = {name: f"http://localhost:{port}" for name, port in ports.items()}
+    s, sc, i = url["sender"], url["scheduler"], url["ingest"]
+    docs = "  ".join(f"{u}/docs" for u in url.values())
     auth = '-H "Authorization: Bearer $HERALD_KEY"'
     json_ct = "-H 'Content-Type: application/json'"
     return f"""
@@ -85,7 +88,7 @@ def curl_examples(key: str, ports: dict[str, int]) -> str:
             "type": "order.status_changed", "time": "'$(date -u +%Y-%m-%dT%H:%M:%SZ)'",
             "data": {{"order_id": "1042", "status": "ready_for_pickup", "customer_phone": "+5511999998888"}}}}'
 
-  # API docs: {s}/docs  {sc}/docs  {i}/docs  {p}/docs   ·  events: {s}/asyncapi
+  # API docs: {docs}   ·  events: {s}/asyncapi
 """
 
 
@@ -111,7 +114,7 @@ def demo_key(env: dict[str, str], sender_url: str) -> str:
 
 
 def run_local() -> int:
-    ports = {name: int(os.environ.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name])) for name in SERVICES}
+    ports = {name: int(os.environ.get(f"{name.upper()}_PORT", s.port)) for name, s in SERVICES.items()}
     busy = [f"{n} ({p})" for n, p in ports.items() if port_in_use(p)]
     if busy:
         say(
@@ -213,11 +216,11 @@ def run_compose() -> int:
             DEMO_FILE.write_text(out.strip().splitlines()[-1])
             key = json.loads(DEMO_FILE.read_text())["api_key"]
         print(
-            f"\nHerald is up. Demo tenant key below; try:\n{curl_examples(key, DEFAULT_PORTS)}\n"
+            f"\nHerald is up. Demo tenant key below; try:\n{curl_examples(key, {name: s.port for name, s in SERVICES.items()})}\n"
             "Following the logs; press Ctrl-C to stop everything.",
             flush=True,
         )
-        subprocess.run([*compose, "logs", "--follow", "ingest", "scheduler", "pipeline", "sender"], cwd=REPO)
+        subprocess.run([*compose, "logs", "--follow", *SERVICES], cwd=REPO)
     except KeyboardInterrupt:
         pass
     finally:

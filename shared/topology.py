@@ -121,8 +121,6 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("scheduler", MessageStatusChanged),
 )
 
-SERVICES = ("ingest", "scheduler", "pipeline", "sender")
-
 # Event types that are part of the contract but have no consumer in this release; listed so that
 # the AsyncAPI documents and the tests know them.
 UNCONSUMED = (

@@ -1,6 +1,6 @@
 """Alembic environment of the `tenancy` schema (run through `herald migrate`)."""
 
-from shared.migrate import run_env
+from shared.migration_env import run_env
 from shared.tenancy import SCHEMA, metadata
 
 run_env(metadata, SCHEMA)

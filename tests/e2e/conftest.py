@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.processes import SERVICES, ServiceProcess, free_port, herald_cli, wait_for
+from devtools.processes import ServiceProcess, free_port, herald_cli, wait_for
+from herald.services import SERVICES
 from tests.conftest import Infra
 
 __all__ = ["Herald", "ServiceProcess", "herald_cli", "wait_for"]

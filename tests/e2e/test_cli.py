@@ -47,7 +47,7 @@ def _cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     clean["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "herald.cli", *args],
         cwd=cwd,
         env={**clean, **env},
         capture_output=True,

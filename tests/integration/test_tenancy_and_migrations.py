@@ -6,8 +6,8 @@ from alembic.script import ScriptDirectory
 from fastapi import HTTPException
 from starlette.requests import Request
 
+from herald.migrate import alembic_config
 from shared.db import create_engine
-from shared.migrate import alembic_config
 from shared.tenancy import TenantAuth, TenantExists, api_keys, create_tenant, hash_key
 from tests.conftest import Infra
 

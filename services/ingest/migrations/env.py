@@ -1,6 +1,6 @@
 """Alembic environment of the `ingest` schema (run through `herald migrate`)."""
 
 from services.ingest.models import SCHEMA, metadata
-from shared.migrate import run_env
+from shared.migration_env import run_env
 
 run_env(metadata, SCHEMA)

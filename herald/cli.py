@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import sys
 
+from herald.services import SERVICES
 from shared.settings import HeraldSettings
-
-SERVICES = ("ingest", "scheduler", "pipeline", "sender")
 
 
 def _settings() -> HeraldSettings:
@@ -18,8 +16,8 @@ def _settings() -> HeraldSettings:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from herald.migrate import MIGRATIONS, upgrade_all
     from shared.logging import configure_logging
-    from shared.migrate import MIGRATIONS, upgrade_all
 
     settings = _settings()
     configure_logging("migrate", settings.log_level, "console")
@@ -37,8 +35,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"services.{args.service}.app")
-    runtime, app = module.build()
+    runtime, app = SERVICES[args.service].build()
     from shared.service import bootstrap
 
     bootstrap(runtime.settings)
@@ -88,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_migrate)
 
     r = sub.add_parser("run", help="run one service in the foreground")
-    r.add_argument("service", choices=SERVICES)
+    r.add_argument("service", choices=list(SERVICES))
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="tenant_command", required=True)

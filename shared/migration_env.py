@@ -1,48 +1,21 @@
-"""Alembic migrations, one environment per schema, run as their own step (``herald migrate``).
+"""The body of every Alembic ``env.py``: one environment per schema, each with its own
+``alembic_version`` table inside that schema, so a schema's migrations never depend on another's.
 
-Each schema (``tenancy`` and one per service) has its own migration folder and its own
-``alembic_version`` table inside that schema, so a service's migrations never depend on another's.
-A PostgreSQL advisory lock serialises concurrent runs (a compose ``migrate`` service and a
-Kubernetes Job started twice must not race).
+Which schemas exist and where their folders are is the entry package's business
+(``herald/migrate.py``); this module knows none of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-ROOT = Path(__file__).resolve().parent.parent
-#: schema → folder holding its env.py and versions/, in the order they are applied
-MIGRATIONS: dict[str, Path] = {
-    "tenancy": ROOT / "shared" / "migrations",
-    "ingest": ROOT / "services" / "ingest" / "migrations",
-    "scheduler": ROOT / "services" / "scheduler" / "migrations",
-    "pipeline": ROOT / "services" / "pipeline" / "migrations",
-    "sender": ROOT / "services" / "sender" / "migrations",
-}
-_LOCK_ID = 0x4E52414C44  # "HERALD"-ish; any constant shared by all migrate runs
-
-
-def alembic_config(schema: str, database_url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS[schema]))
-    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    cfg.attributes["schema"] = schema
-    return cfg
-
-
-def upgrade_all(database_url: str, revision: str = "head", schemas: list[str] | None = None) -> list[str]:
-    done = []
-    for schema in schemas or list(MIGRATIONS):
-        command.upgrade(alembic_config(schema, database_url), revision)
-        done.append(schema)
-    return done
+#: one PostgreSQL advisory lock serialises concurrent runs (a compose ``migrate`` service and a
+#: Kubernetes Job started twice must not race); any constant shared by all migrate runs
+_LOCK_ID = 0x4E52414C44  # "HERALD"-ish
 
 
 def run_env(metadata: sa.MetaData, schema: str) -> None:
