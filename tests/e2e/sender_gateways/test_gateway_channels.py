@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import asyncpg
 import pytest
 
+from devtools.database import asyncpg_dsn
 from devtools.fake_providers._gateway import FakeGateway
 from devtools.fake_providers.chatwoot import FakeChatwoot
 from devtools.fake_providers.evolution import FakeEvolution
@@ -100,6 +101,23 @@ def _channel_body(provider: str, gateways: Gateways) -> dict[str, Any]:
     }
 
 
+def _windows(herald: Herald, tenant_id: str, channel_id: str) -> int:
+    """How many 24-hour windows the sender has open for the tenant on the channel."""
+
+    async def count() -> int:
+        conn = await asyncpg.connect(asyncpg_dsn(herald.infra.database_url))
+        try:
+            return await conn.fetchval(
+                "SELECT count(*) FROM sender.windows WHERE tenant_id = $1 AND channel_key = $2",
+                uuid.UUID(tenant_id),
+                uuid.UUID(channel_id),
+            )
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
 def _open_window(herald: Herald, tenant_id: str, phone: str, provider: str, channel_id: str) -> None:
     """The recipient writes first (``inbound.received``), so free-form messages are inside the
     24-hour customer-service window. Published on the broker as ingest would."""
@@ -168,7 +186,10 @@ def test_a_gateway_channel_sends_text_and_quick_replies(
 
     phone = {"chatwoot": "+5511999990001", "evolution": "+5511999990002", "waha": "+5511999990003"}[provider]
     _open_window(herald, tenant["tenant_id"], phone, provider, channel_id)
-    time.sleep(1.0)  # the sender records the inbound message before these requests reach it
+    # the sender records the inbound message (its 24-hour window) before these requests reach it
+    wait_for(
+        lambda: _windows(herald, tenant["tenant_id"], channel_id) >= 1, 30, "the sender to open the window"
+    )
 
     text = f"Your order ships today ({provider})"
     ids = []
