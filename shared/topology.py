@@ -110,6 +110,9 @@ def dead_letter_queue(service: str) -> RabbitQueue:
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("sender", MessageRequested, priority=True),
     Subscription("pipeline", OrderStatusChanged),
+    Subscription("pipeline", PacingDue),
+    Subscription("pipeline", InboundReceived),
+    Subscription("pipeline", UserErased),
     Subscription("sender", DeliveryStatus),
     Subscription("sender", InboundReceived),
     Subscription("sender", ContactOptedOut),
@@ -123,11 +126,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
 
 # Event types that are part of the contract but have no consumer in this release; listed so that
 # the AsyncAPI documents and the tests know them.
-UNCONSUMED = (
-    PacingDue,
-    DraftReady,
-    UserErased,
-)
+UNCONSUMED = (DraftReady,)
 
 
 async def declare_shared(broker: RabbitBroker, service: str) -> None:

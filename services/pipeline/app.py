@@ -7,12 +7,21 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
+from services.pipeline import api as pipeline_api
 from services.pipeline import handlers
 from services.pipeline.domain import DEFAULT_ORDER_RULE
 from services.pipeline.models import SCHEMA, metadata
 from services.pipeline.settings import PipelineSettings
 from shared.api import ERROR_RESPONSES
-from shared.events import CloudEvent, MessageRequested, OrderStatusChanged
+from shared.events import (
+    CloudEvent,
+    DraftReady,
+    InboundReceived,
+    MessageRequested,
+    OrderStatusChanged,
+    PacingDue,
+    UserErased,
+)
 from shared.service import ServiceRuntime
 from shared.tenancy import Tenant
 from shared.topology import EVENTS, subscription
@@ -47,6 +56,30 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
     async def on_order_status_changed(event: CloudEvent[OrderStatusChanged]) -> None:
         await handlers.notify_order_status(runtime, event)
 
+    pacing = subscription("pipeline", PacingDue)
+
+    @runtime.broker.subscriber(
+        pacing.queue, EVENTS, title=pacing.queue_name, description="A pacing slot fired: write a draft."
+    )
+    async def on_pacing_due(event: CloudEvent[PacingDue]) -> None:
+        await handlers.on_pacing_due(runtime, event)
+
+    inbound = subscription("pipeline", InboundReceived)
+
+    @runtime.broker.subscriber(
+        inbound.queue, EVENTS, title=inbound.queue_name, description="A user wrote: store it as a note."
+    )
+    async def on_inbound(event: CloudEvent[InboundReceived]) -> None:
+        await handlers.store_note(runtime, event)
+
+    erased = subscription("pipeline", UserErased)
+
+    @runtime.broker.subscriber(
+        erased.queue, EVENTS, title=erased.queue_name, description="A user was erased: delete their data."
+    )
+    async def on_user_erased(event: CloudEvent[UserErased]) -> None:
+        await handlers.erase_user(runtime, event)
+
     api = APIRouter(prefix="/v1/rules", tags=["rules"], responses=ERROR_RESPONSES)
 
     @api.get("", response_model=RuleList, summary="Notification rules in force for this tenant")
@@ -58,6 +91,6 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
             ]
         )
 
-    runtime.declare_publishes(MessageRequested)
-    app = runtime.create_app([api])
+    runtime.declare_publishes(MessageRequested, DraftReady)
+    app = runtime.create_app([api, *pipeline_api.routers(runtime)])
     return runtime, app
