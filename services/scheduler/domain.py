@@ -1,28 +1,22 @@
-"""Pure rules of the scheduler: recurrences in a time zone, the grace rule, reminder plans.
-
-No I/O here. Every time handed in or out is timezone-aware; a recurrence is expanded on *local*
-wall-clock times (a 09:00 schedule is 09:00 local on both sides of a DST change) and only then
-turned into instants:
-
-- a local time that does not exist (spring-forward gap) fires at the first valid minute after it
-  (02:30 on a New York spring-forward day fires at 03:00 EDT);
-- an ambiguous local time (fall-back) fires once, at its first instance (``fold=0``);
-- two local times that land on the same instant fire once (``next_occurrence`` is strictly after).
+"""Pure decisions of the scheduler: when a schedule fires (the grace rule) and where it goes
+next, what an edit may change, which reminders an event gets, pacing slots, which delivery
+statuses are ours. Facts in, decision out; no I/O. The recurrences themselves (time zones,
+RRULEs, DST) are in ``recurrence.py``; their names are importable from here too.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
-from dateutil import rrule as du
-
+from services.scheduler.recurrence import WEEKDAYS, Recurrence, zone
+from services.scheduler.recurrence import ScheduleError as ScheduleError
+from services.scheduler.recurrence import build_recurrence as build_recurrence
+from services.scheduler.recurrence import to_instant as to_instant
 from shared.delivery import delivery_moves as _delivery_moves
 
 #: a send_at this close to now is accepted as "now" (clock skew between client and server)
@@ -31,18 +25,8 @@ PAST_TOLERANCE = timedelta(seconds=5)
 DEFAULT_GRACE = timedelta(hours=1)
 #: missed occurrences recorded one by one after a long downtime; beyond this they are summarised
 MAX_MISSED_RECORDED = 50
-#: longest search for the next occurrence (guards against a rule that never matches again)
-MAX_SCAN = 50_000
-#: an ambiguous (fall-back) stretch is at most this long: wall times this far before ``after``
-#: can still be instants after it
-LOOKBACK = timedelta(hours=3)
 
 NAMESPACE = uuid.UUID("5c6f1d0e-6a2b-4b8e-9a53-3c1f0b7e2d11")
-WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
-
-
-class ScheduleError(ValueError):
-    pass
 
 
 def check_send_at(send_at: datetime, now: datetime) -> None:
@@ -63,229 +47,49 @@ def can_edit(status: str) -> bool:
     return status == "pending"
 
 
-# --- time zones ------------------------------------------------------------------------------
+#: the fields an edit may set to null (every other one must keep a value)
+NULLABLE_ON_EDIT = frozenset({"channel_id", "fallback_template", "grace_seconds"})
 
 
-def zone(name: str) -> ZoneInfo:
-    """The IANA zone ``name``, or a ScheduleError that says what a valid name looks like."""
-    if not name or ("/" not in name and name not in ("UTC", "GMT")):
-        raise ScheduleError(f"unknown time zone {name!r}: use an IANA name such as America/Sao_Paulo")
-    try:
-        return _zone(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ScheduleError(
-            f"unknown time zone {name!r}: use an IANA name such as America/Sao_Paulo or Europe/Lisbon"
-        ) from exc
-
-
-@lru_cache(maxsize=512)
-def _zone(name: str) -> ZoneInfo:
-    if name not in _known_zones():
-        raise ZoneInfoNotFoundError(name)
-    return ZoneInfo(name)
-
-
-@lru_cache(maxsize=1)
-def _known_zones() -> frozenset[str]:
-    return frozenset(available_timezones())
-
-
-def _exists(local: datetime, tz: ZoneInfo) -> bool:
-    aware = local.replace(tzinfo=tz, fold=0)
-    return aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == local
-
-
-def to_instant(local: datetime, tz: ZoneInfo) -> datetime:
-    """A naive local wall-clock time as a UTC instant: gap → first valid minute after; fold → first."""
-    local = local.replace(tzinfo=None)
-    if not _exists(local, tz):
-        # Gaps are at most a day long (Samoa 2011); walk forward a minute at a time to the first
-        # wall-clock minute that exists: the moment the clocks jumped to.
-        probe = local.replace(second=0, microsecond=0)
-        for _ in range(24 * 60 + 1):
-            probe += timedelta(minutes=1)
-            if _exists(probe, tz):
-                local = probe
-                break
-    return local.replace(tzinfo=tz, fold=0).astimezone(UTC)
-
-
-# --- recurrences ----------------------------------------------------------------------------
-
-PresetName = Literal[
-    "daily", "weekly", "monthly", "weekdays", "first_weekday_of_month", "last_weekday_of_month"
-]
-
-
-@dataclass(frozen=True)
-class Recurrence:
-    """A rule expanded on local wall-clock times in ``timezone``, starting at local ``start``.
-
-    ``rule`` is an RFC 5545 RRULE (without DTSTART); presets are stored as their RRULE.
-    """
-
-    timezone: str
-    start: datetime  # naive, local
-    rule: str
-
-    def occurrences_after(self, after: datetime) -> Iterator[datetime]:
-        """UTC instants strictly after ``after`` in order (deduplicated), lazily."""
-        tz = zone(self.timezone)
-        rule = _parse_rule(self.rule, self.start)
-        # Local-to-instant is monotone non-decreasing, so start a little before ``after``'s wall
-        # time (an ambiguous hour can put later wall times at earlier instants) and skip forward.
-        local_after = after.astimezone(tz).replace(tzinfo=None) - LOOKBACK
-        last: datetime | None = None
-        for scanned, local in enumerate(rule.xafter(local_after, inc=True)):
-            if scanned > MAX_SCAN:
-                return
-            instant = to_instant(local, tz)
-            if instant <= after or instant == last:
-                continue
-            last = instant
-            yield instant
-
-    def next_after(self, after: datetime) -> datetime | None:
-        return next(self.occurrences_after(after), None)
-
-    def next_n(self, after: datetime, n: int) -> list[datetime]:
-        out = []
-        for instant in self.occurrences_after(after):
-            out.append(instant)
-            if len(out) >= n:
-                break
-        return out
-
-
-_UNTIL_UTC = re.compile(r"UNTIL=(\d{8}T\d{6})Z", re.IGNORECASE)
-
-
-@lru_cache(maxsize=4096)
-def _parse_rule(rule: str, start: datetime) -> du.rrulebase:
-    """One RRULE, or several (one per line, e.g. pacing slots at different times) as their union."""
-    if "\n" in rule:
-        lines = "\n".join(f"RRULE:{line}" for line in rule.splitlines() if line)
-        return du.rrulestr(lines, dtstart=start, forceset=True, ignoretz=True)
-    return du.rrulestr(rule, dtstart=start, ignoretz=True)
-
-
-def _fmt_local(value: datetime) -> str:
-    return value.strftime("%Y%m%dT%H%M%S")
-
-
-def build_recurrence(
-    *,
-    timezone: str,
-    start: datetime,
-    preset: str | None = None,
-    days: list[str] | None = None,
-    day_of_month: int | None = None,
-    weekday: str | None = None,
-    rrule: str | None = None,
-    until: datetime | None = None,
-    count: int | None = None,
-) -> Recurrence:
-    """Validate a recurrence as the API receives it; every problem is a ScheduleError naming it."""
-    tz = zone(timezone)
-    if start.tzinfo is not None:
-        raise ScheduleError(
-            "recurrence.start is a local wall-clock time without an offset, e.g. 2026-12-01T09:00:00; "
-            "the time zone comes from recurrence.timezone"
-        )
-    start = start.replace(microsecond=0)
-    if (preset is None) == (rrule is None):
-        raise ScheduleError("recurrence needs exactly one of 'preset' or 'rrule'")
-    if until is not None and count is not None:
-        raise ScheduleError("recurrence takes 'until' or 'count', not both")
-    if until is not None:
-        if until.tzinfo is not None:
-            until = until.astimezone(tz).replace(tzinfo=None)
-        if until < start:
-            raise ScheduleError(f"recurrence.until {until.isoformat()} is before start {start.isoformat()}")
-    if count is not None and count < 1:
-        raise ScheduleError("recurrence.count must be at least 1")
-    if preset is not None:
-        body = _preset_rule(preset, start, days=days, day_of_month=day_of_month, weekday=weekday)
-    else:
-        assert rrule is not None
-        if days or day_of_month or weekday:
-            raise ScheduleError("days, day_of_month and weekday go with a preset, not with an rrule")
-        body = _normalise_rrule(rrule, tz)
-    if until is not None:
-        body += f";UNTIL={_fmt_local(until)}"
-    if count is not None:
-        body += f";COUNT={count}"
-    try:
-        _parse_rule(body, start)
-    except (ValueError, TypeError) as exc:
-        raise ScheduleError(f"invalid rule {body!r}: {exc}") from exc
-    return Recurrence(timezone=timezone, start=start, rule=body)
-
-
-def _preset_rule(
-    preset: str, start: datetime, *, days: list[str] | None, day_of_month: int | None, weekday: str | None
-) -> str:
-    def weekday_code(value: str | None, field: str) -> str:
-        code = (value or "").upper()[:2]
-        if code not in WEEKDAYS:
-            raise ScheduleError(f"{field} must be one of {', '.join(WEEKDAYS)} (got {value!r})")
-        return code
-
-    if preset == "daily":
-        return "FREQ=DAILY"
-    if preset == "weekdays":
-        return "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR"
-    if preset == "weekly":
-        codes = [weekday_code(d, "recurrence.days[]") for d in days or [WEEKDAYS[start.weekday()]]]
-        return "FREQ=WEEKLY;BYDAY=" + ",".join(dict.fromkeys(codes))
-    if preset == "monthly":
-        day = day_of_month or start.day
-        if not 1 <= day <= 31:
-            raise ScheduleError("recurrence.day_of_month must be 1–31")
-        # day 31 in a 30-day month: the last day of that month (BYMONTHDAY=-1 picks it)
-        if day >= 29:
-            return f"FREQ=MONTHLY;BYMONTHDAY={day},-1;BYSETPOS=1"
-        return f"FREQ=MONTHLY;BYMONTHDAY={day}"
-    if preset in ("first_weekday_of_month", "last_weekday_of_month"):
-        code = weekday_code(weekday, "recurrence.weekday")
-        return f"FREQ=MONTHLY;BYDAY={'+1' if preset.startswith('first') else '-1'}{code}"
-    raise ScheduleError(
-        f"unknown preset {preset!r}: use daily, weekly, monthly, weekdays, first_weekday_of_month, "
-        "last_weekday_of_month, or give an rrule"
-    )
-
-
-def _normalise_rrule(rrule: str, tz: ZoneInfo) -> str:
-    text = rrule.strip()
-    if text.upper().startswith("RRULE:"):
-        text = text[6:]
-    if not text or "\n" in text or "DTSTART" in text.upper():
-        raise ScheduleError(
-            "rrule is one RFC 5545 RRULE line such as FREQ=MONTHLY;BYDAY=1MO; the start goes in "
-            "recurrence.start"
-        )
-    parts = {p.split("=", 1)[0].upper() for p in text.split(";") if p}
-    if "FREQ" not in parts:
-        raise ScheduleError(f"invalid rrule {rrule!r}: FREQ is required, e.g. FREQ=WEEKLY;BYDAY=MO")
-    if re.search(r"FREQ=SECONDLY", text, re.IGNORECASE) or "BYSECOND" in parts:
-        raise ScheduleError("rrule: the finest recurrence is FREQ=MINUTELY; seconds are not supported")
-    if "UNTIL" in parts or "COUNT" in parts:
-        # UNTIL in UTC (…Z) is converted to local wall-clock time: rules expand in local time.
-        def local_until(m: re.Match[str]) -> str:
-            instant = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-            return "UNTIL=" + _fmt_local(instant.astimezone(tz).replace(tzinfo=None))
-
-        text = _UNTIL_UTC.sub(local_until, text)
-    try:
-        du.rrulestr(text, dtstart=datetime(2026, 1, 1, 9), ignoretz=True)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ScheduleError(f"invalid rrule {rrule!r}: {exc}") from exc
-    return text
+def refused_null(changes: dict[str, Any]) -> str | None:
+    """The first field an edit sets to null although it must keep a value, if any."""
+    return next((k for k, v in changes.items() if v is None and k not in NULLABLE_ON_EDIT), None)
 
 
 def occurrence_message_id(schedule_id: uuid.UUID, due_at: datetime) -> uuid.UUID:
     """The sender's idempotency key for one occurrence: the same occurrence can never send twice."""
     return uuid.uuid5(NAMESPACE, f"{schedule_id}@{due_at.astimezone(UTC).isoformat()}")
+
+
+def recurrence_of(row: Any) -> Recurrence | None:
+    """The recurrence stored on a schedule row (``timezone``, ``start_local``, ``rule``), if any."""
+    if row.rule is None:
+        return None
+    return Recurrence(timezone=row.timezone, start=row.start_local, rule=row.rule)
+
+
+def first_due(send_at: datetime | None, recurrence: Recurrence | None, now: datetime) -> datetime:
+    """The first occurrence of a new (or re-timed) schedule: its ``send_at``, or the recurrence's
+    first occurrence from now on."""
+    if recurrence is not None:
+        first = recurrence.next_after(now - timedelta(seconds=1))
+        if first is None:
+            raise ScheduleError("the recurrence has no occurrence after now: check start, until and count")
+        return first
+    assert send_at is not None
+    check_send_at(send_at, now)
+    return send_at
+
+
+def next_occurrences(
+    status: str, send_at: datetime, recurrence: Recurrence | None, n: int = 5
+) -> list[datetime]:
+    """The next ``n`` occurrences of a schedule (none once it is no longer pending)."""
+    if status != "pending":
+        return []
+    if recurrence is None:
+        return [send_at]
+    return [send_at, *recurrence.next_n(send_at, n - 1)]
 
 
 # --- firing after downtime -----------------------------------------------------------------
@@ -325,6 +129,34 @@ def plan_due(due_at: datetime, now: datetime, grace: timedelta, recurrence: Recu
         return FirePlan(fire=None, missed=missed, missed_uncounted=uncounted, next_due=current)
     following = recurrence.next_after(current) if recurrence is not None else None
     return FirePlan(fire=current, missed=missed, missed_uncounted=uncounted, next_due=following)
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Where a claimed schedule goes after ``plan``: its status, its next ``send_at`` and that
+    occurrence's ``message_id``; ``fired_id`` is the message id of the occurrence fired now."""
+
+    status: str
+    send_at: datetime
+    message_id: uuid.UUID
+    fired_id: uuid.UUID | None
+
+
+def advance(
+    schedule_id: uuid.UUID, send_at: datetime, message_id: uuid.UUID, plan: FirePlan, recurring: bool
+) -> Advance:
+    """A recurring schedule waits for its next occurrence or is ``completed``; a one-off one is
+    ``published`` when it fired, ``missed`` when it was too late."""
+    fired_id = None
+    if plan.fire is not None:
+        fired_id = message_id if plan.fire == send_at else occurrence_message_id(schedule_id, plan.fire)
+        message_id = fired_id
+    if plan.next_due is not None:
+        return Advance("pending", plan.next_due, occurrence_message_id(schedule_id, plan.next_due), fired_id)
+    last = plan.fire or (plan.missed[-1] if plan.missed else send_at)
+    if recurring:
+        return Advance("completed", last, message_id, fired_id)
+    return Advance("published" if plan.fire is not None else "missed", last, message_id, fired_id)
 
 
 # --- event reminders -------------------------------------------------------------------------
@@ -396,6 +228,88 @@ def reminder_message_id(
     )
 
 
+def policy_rules(stored: list[dict[str, Any]] | None) -> list[ReminderRule]:
+    """A stored policy (as the API accepted it) as rules; none stored: the built-in default."""
+    if not stored:
+        return default_reminder_rules()
+    return [
+        ReminderRule(
+            name=r["name"],
+            template_name=r["template"]["name"],
+            template_language=r["template"].get("language"),
+            body_params=tuple(r["template"].get("body_params") or DEFAULT_BODY_PARAMS),
+            days_before=r.get("days_before"),
+            at=time.fromisoformat(r["at"]) if r.get("at") else None,
+            minutes_before=r.get("minutes_before"),
+            attendee_filter=tuple(sorted((r.get("attendee_filter") or {}).items())),
+        )
+        for r in stored
+    ]
+
+
+def default_policy() -> list[dict[str, Any]]:
+    """The built-in policy as the API shows it."""
+    return [
+        {
+            "name": r.name,
+            "days_before": r.days_before,
+            "at": r.at.isoformat(timespec="minutes") if r.at else None,
+            "template": {"name": r.template_name, "language": None, "body_params": list(r.body_params)},
+            "attendee_filter": {},
+        }
+        for r in default_reminder_rules()
+    ]
+
+
+def event_fields(event_id: str, name: str, starts_at: datetime, timezone: str) -> dict[str, Any]:
+    """What ``{event.…}`` placeholders render to (times local to the event)."""
+    local = starts_at.astimezone(zone(timezone))
+    return {
+        "id": event_id,
+        "name": name,
+        "start_local": local.strftime("%Y-%m-%d %H:%M"),
+        "date": local.strftime("%Y-%m-%d"),
+        "time": local.strftime("%H:%M"),
+        "timezone": timezone,
+    }
+
+
+def reminder_pairs(
+    attendees: list[tuple[str, dict[str, str]]], rules: list[ReminderRule]
+) -> list[tuple[int, ReminderRule]]:
+    """Which reminder each attendee (phone hash, attributes) gets: every rule whose filter
+    matches, once per phone (the same phone twice in one event gets one reminder)."""
+    wanted: set[tuple[str, str]] = set()
+    pairs = []
+    for index, (phone_hash, attributes) in enumerate(attendees):
+        for rule in rules:
+            if rule.matches(attributes) and (phone_hash, rule.name) not in wanted:
+                wanted.add((phone_hash, rule.name))
+                pairs.append((index, rule))
+    return pairs
+
+
+def is_stale(event_time: datetime, planned: list[datetime], cancelled_at: datetime | None) -> bool:
+    """An event older than what last planned (``planned``: the rows' event times) or cancelled
+    the reminders: arriving late, it must not undo the newer change or cancellation."""
+    return any(t > event_time for t in planned) or (cancelled_at is not None and cancelled_at >= event_time)
+
+
+ReminderAction = Literal["insert", "skip", "update", "cancel", "keep"]
+
+
+def reminder_action(current: str | None, due: datetime, now: datetime, grace: timedelta) -> ReminderAction:
+    """What (re-)planning does with one wanted reminder whose row is in status ``current``
+    (None: no row yet). A reminder past its time by more than ``grace`` is never planned (and a
+    pending one is cancelled); one already published or missed is kept as it is."""
+    late = now - due > grace
+    if current is None:
+        return "skip" if late else "insert"
+    if current in ("pending", "cancelled"):
+        return "cancel" if late else "update"
+    return "keep"
+
+
 # --- pacing ----------------------------------------------------------------------------------
 
 
@@ -421,7 +335,39 @@ def pacing_recurrence(timezone: str, days: list[str], times: list[time], created
     return Recurrence(timezone=timezone, start=start, rule=rule)
 
 
+def pacing_plan(timezone: str, days: list[str], times: list[time], now: datetime) -> Recurrence:
+    """A pacing schedule's rule as the API receives it; a problem names ``timezone`` or ``times``."""
+    try:
+        zone(timezone)
+    except ScheduleError as exc:
+        raise ScheduleError(str(exc), "timezone") from exc
+    try:
+        return pacing_recurrence(timezone, days, times, now)
+    except ScheduleError as exc:
+        raise ScheduleError(str(exc), "times") from exc
+
+
+def pacing_times(times: list[time]) -> list[str]:
+    """Times as stored: ``HH:MM``, sorted, each once."""
+    return sorted({t.strftime("%H:%M") for t in times})
+
+
+def pacing_slots(
+    active: bool, next_at: datetime | None, recurrence: Recurrence, n: int = 5
+) -> list[datetime]:
+    """The next ``n`` slots of a pacing schedule (none while it is paused)."""
+    if not active or next_at is None:
+        return []
+    return [next_at, *recurrence.next_n(next_at, n - 1)]
+
+
 # --- delivery status ----------------------------------------------------------------------------
 
 # one ranking for every copy of a message's status: shared.delivery
 delivery_moves = _delivery_moves
+
+
+def is_scheduler_message(correlation_id: str | None) -> bool:
+    """A ``message.status`` about a message the scheduler requested (the sender echoes the
+    request's correlation id: ``schedule:…`` or ``event:…``; none given: look it up)."""
+    return correlation_id is None or correlation_id.startswith(("schedule:", "event:"))

@@ -19,6 +19,15 @@ from services.scheduler.models import reminder_policies as rp
 from services.scheduler.models import reminders as rm
 from services.scheduler.models import scheduled_messages as sm
 
+#: the NOTIFY channel that wakes the claim loop when something new may be due
+DUE_CHANNEL = "scheduler_due"
+
+
+async def notify_due(conn: AsyncConnection) -> None:
+    """Wake every replica's claim loop at commit: a row may now be due sooner than it sleeps."""
+    await conn.exec_driver_sql(f"NOTIFY {DUE_CHANNEL}")
+
+
 # --- scheduled messages ----------------------------------------------------------------------
 
 

@@ -8,10 +8,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from services.scheduler.domain import (
-    Recurrence,
-    build_recurrence,
-)
+from services.scheduler.recurrence import Recurrence, build_recurrence
 from shared.api import RequestModel
 from shared.events import MessageContent, TemplateContent
 from shared.phone import E164

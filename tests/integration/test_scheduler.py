@@ -19,10 +19,12 @@ import pytest
 import sqlalchemy as sa
 
 from devtools.database import create_migrated_database, drop_database
-from services.scheduler import handlers
+from services.scheduler import delivery, firing
 from services.scheduler.app import build
+from services.scheduler.context import Scheduler
 from services.scheduler.domain import occurrence_message_id
 from services.scheduler.models import outbox
+from services.scheduler.reminders import cancel_event_reminders, plan_event_reminders
 from services.scheduler.settings import SchedulerSettings
 from shared.crypto import SecretBox
 from shared.events import (
@@ -53,9 +55,7 @@ def database_url(infra: Infra) -> Iterator[str]:
 
 
 @pytest.fixture
-async def system(
-    database_url: str, infra: Infra
-) -> AsyncIterator[tuple[Any, handlers.Scheduler, httpx.AsyncClient]]:
+async def system(database_url: str, infra: Infra) -> AsyncIterator[tuple[Any, Scheduler, httpx.AsyncClient]]:
     settings = SchedulerSettings(
         database_url=database_url,
         amqp_url=infra.amqp_url,
@@ -64,7 +64,7 @@ async def system(
         environment="test",
     )
     runtime, app = build(settings)
-    sched = handlers.Scheduler(runtime=runtime, batch_size=100, max_sleep=1.0)
+    sched = Scheduler(runtime=runtime, batch_size=100, max_sleep=1.0)
     _, key = await create_tenant(runtime.engine, f"sched-{uuid.uuid4().hex[:8]}")
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
@@ -120,15 +120,15 @@ async def test_recurring_schedule_fires_each_occurrence_once_at_9_local(system):
     ] == ["09:00"] * 5
 
     before = len(await published(runtime))
-    assert await handlers.fire_due(sched, now=first - timedelta(seconds=1)) == 0
-    await handlers.fire_due(sched, now=first + timedelta(milliseconds=300))
-    await handlers.fire_due(sched, now=first + timedelta(seconds=1))  # same instant again: nothing
+    assert await firing.fire_due(sched, now=first - timedelta(seconds=1)) == 0
+    await firing.fire_due(sched, now=first + timedelta(milliseconds=300))
+    await firing.fire_due(sched, now=first + timedelta(seconds=1))  # same instant again: nothing
     sent = (await published(runtime))[before:]
     assert [s["message_id"] for s in sent] == [str(occurrence_message_id(uuid.UUID(schedule["id"]), first))]
     assert sent[0]["content"]["body_params"] == ["Ana"] and sent[0]["to"] == PHONE
 
     second = first + timedelta(days=1)
-    await handlers.fire_due(sched, now=second + timedelta(seconds=0.5))
+    await firing.fire_due(sched, now=second + timedelta(seconds=0.5))
     detail = (await client.get(f"/v1/scheduled-messages/{schedule['id']}")).json()
     assert detail["status"] == "pending" and detail["fired_count"] == 2
     assert [h["status"] for h in detail["history"]] == ["published", "published"]
@@ -151,8 +151,8 @@ async def test_downtime_fires_within_grace_once_and_records_older_as_missed(syst
     before = len(await published(runtime))
     # the scheduler was down for three days and comes back 20 minutes after the fourth occurrence
     now = first + timedelta(days=3, minutes=20)
-    await handlers.fire_due(sched, now=now)
-    await handlers.fire_due(sched, now=now)
+    await firing.fire_due(sched, now=now)
+    await firing.fire_due(sched, now=now)
     sent = (await published(runtime))[before:]
     assert [s["message_id"] for s in sent] == [
         str(occurrence_message_id(uuid.UUID(schedule["id"]), first + timedelta(days=3)))
@@ -177,7 +177,7 @@ async def test_one_off_past_its_grace_is_missed_and_never_sent(system):
         )
     ).json()
     before = len(await published(runtime))
-    await handlers.fire_due(sched, now=send_at + timedelta(minutes=5))
+    await firing.fire_due(sched, now=send_at + timedelta(minutes=5))
     assert (await published(runtime))[before:] == []
     detail = (await client.get(f"/v1/scheduled-messages/{late['id']}")).json()
     assert detail["status"] == "missed" and [h["status"] for h in detail["history"]] == ["missed"]
@@ -201,8 +201,8 @@ async def test_count_ends_the_recurrence(system):
         )
     ).json()
     first = datetime.fromisoformat(schedule["send_at"])
-    await handlers.fire_due(sched, now=first)
-    await handlers.fire_due(sched, now=first + timedelta(days=7))
+    await firing.fire_due(sched, now=first)
+    await firing.fire_due(sched, now=first + timedelta(days=7))
     detail = (await client.get(f"/v1/scheduled-messages/{schedule['id']}")).json()
     assert detail["status"] == "completed" and detail["fired_count"] == 2 and detail["next_occurrences"] == []
 
@@ -263,7 +263,7 @@ async def test_edit_while_pending_then_cancel(system):
     assert (await client.delete(f"/v1/scheduled-messages/{schedule['id']}")).json()["status"] == "cancelled"
     again = await client.patch(f"/v1/scheduled-messages/{schedule['id']}", json={"text": "v3"})
     assert again.status_code == 409 and "cancelled" in again.json()["message"]
-    await handlers.fire_due(sched, now=utcnow() + timedelta(days=30))
+    await firing.fire_due(sched, now=utcnow() + timedelta(days=30))
     assert str(schedule["id"]) not in json.dumps(await published(runtime))
 
 
@@ -275,10 +275,10 @@ async def test_history_follows_delivery_status(system):
             "/v1/scheduled-messages", json={"to": PHONE, "text": "hi", "send_at": send_at.isoformat()}
         )
     ).json()
-    await handlers.fire_due(sched, now=send_at)
+    await firing.fire_due(sched, now=send_at)
     assert (await published(runtime))[-1]["message_id"] == schedule["message_id"]
     for status in ("sent", "delivered", "sent"):  # out of order: the furthest one stays
-        await handlers.follow_status(
+        await delivery.follow_status(
             sched,
             new_event(
                 MessageStatusChanged(
@@ -346,8 +346,8 @@ async def test_reminders_published_moved_and_cancelled(system):
     starts = datetime(day.year, day.month, day.day, 20, 0, tzinfo=lisbon)
     event_id = f"ev-{uuid.uuid4().hex[:6]}"
     published_event = new_event(concert(event_id, starts), tenant_id=tenant_id, source="/ticketing")
-    assert await handlers.plan_event_reminders(sched, published_event)
-    assert not await handlers.plan_event_reminders(sched, published_event)  # redelivery: nothing new
+    assert await plan_event_reminders(sched, published_event)
+    assert not await plan_event_reminders(sched, published_event)  # redelivery: nothing new
 
     items = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
     by = {(i["to"], i["reminder"]): i for i in items}
@@ -366,7 +366,7 @@ async def test_reminders_published_moved_and_cancelled(system):
     # the 7-day reminders fire
     seven = datetime.fromisoformat(by[("+351912345001", "7d")]["due_at"])
     before = len(await published(runtime))
-    await handlers.fire_due_reminders(sched, now=seven + timedelta(seconds=1))
+    await firing.fire_due_reminders(sched, now=seven + timedelta(seconds=1))
     fired = (await published(runtime))[before:]
     assert sorted(f["to"] for f in fired) == ["+351912345001", "+351912345002"]
 
@@ -374,7 +374,7 @@ async def test_reminders_published_moved_and_cancelled(system):
     moved = new_event(
         concert(event_id, starts + timedelta(days=1), EventChanged), tenant_id=tenant_id, source="/ticketing"
     )
-    await handlers.plan_event_reminders(sched, moved)
+    await plan_event_reminders(sched, moved)
     items = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
     after = {(i["to"], i["reminder"]): i for i in items}
     for key, item in after.items():
@@ -386,12 +386,12 @@ async def test_reminders_published_moved_and_cancelled(system):
                 by[key]["due_at"]
             ) + timedelta(days=1)
             assert item["message_id"] != by[key]["message_id"]
-    await handlers.fire_due_reminders(sched, now=seven + timedelta(days=1, seconds=1))
+    await firing.fire_due_reminders(sched, now=seven + timedelta(days=1, seconds=1))
     assert len(await published(runtime)) == before + 2  # nothing more at the old 7-day time + 1 day
 
     cancelled = new_event(EventCancelled(event_id=event_id), tenant_id=tenant_id, source="/ticketing")
-    assert await handlers.cancel_event_reminders(sched, cancelled) == 5
-    await handlers.fire_due_reminders(sched, now=starts + timedelta(days=2))
+    assert await cancel_event_reminders(sched, cancelled) == 5
+    await firing.fire_due_reminders(sched, now=starts + timedelta(days=2))
     assert len(await published(runtime)) == before + 2
     statuses = {
         i["status"]
@@ -419,8 +419,8 @@ async def test_pacing_slots_publish_pacing_due(system):
         "17:30",
     }
     before = len(await published(runtime, "pacing.due.v1"))
-    await handlers.fire_due_pacing(sched, now=slots[0] + timedelta(seconds=0.2))
-    await handlers.fire_due_pacing(sched, now=slots[0] + timedelta(seconds=0.4))
+    await firing.fire_due_pacing(sched, now=slots[0] + timedelta(seconds=0.2))
+    await firing.fire_due_pacing(sched, now=slots[0] + timedelta(seconds=0.4))
     due = (await published(runtime, "pacing.due.v1"))[before:]
     assert [(d["user_id"], datetime.fromisoformat(d["slot_at"])) for d in due] == [("u-1", slots[0])]
     paused = await client.patch(f"/v1/pacing-schedules/{pacing['id']}", json={"active": False})
@@ -451,7 +451,7 @@ async def test_a_row_that_cannot_be_fired_is_marked_failed_and_does_not_stall_th
             .where(scheduled_messages.c.id == uuid.UUID(bad["id"]))
             .values(recipient_enc=SecretBox(SecretBox.generate_key()).encrypt(PHONE))
         )
-    await handlers.fire_due(sched, now=send_at)
+    await firing.fire_due(sched, now=send_at)
     assert (await published(runtime))[-1]["message_id"] == good["message_id"]
     assert (await client.get(f"/v1/scheduled-messages/{bad['id']}")).json()["status"] == "failed"
     assert (await client.get(f"/v1/scheduled-messages/{good['id']}")).json()["status"] == "published"
@@ -470,9 +470,7 @@ async def test_an_event_can_override_the_tenant_policy(system):
     )
     assert bad.status_code == 422 and "days_before" in bad.json()["message"]
     starts = utcnow() + timedelta(days=3)
-    await handlers.plan_event_reminders(
-        sched, new_event(concert(event_id, starts), tenant_id=tenant_id, source="/t")
-    )
+    await plan_event_reminders(sched, new_event(concert(event_id, starts), tenant_id=tenant_id, source="/t"))
     items = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
     assert {(i["reminder"], i["content"]["name"]) for i in items} == {("2h", "doors_open")}
     assert len(items) == 2  # both attendees
@@ -493,8 +491,8 @@ async def test_a_cancellation_that_arrives_first_is_not_undone_by_the_late_publi
     publication = new_event(concert(event_id, starts), tenant_id=tenant_id, source="/ticketing")
     cancellation = new_event(EventCancelled(event_id=event_id), tenant_id=tenant_id, source="/ticketing")
     assert cancellation.time > publication.time
-    assert await handlers.cancel_event_reminders(sched, cancellation) == 0  # nothing planned yet
-    assert not await handlers.plan_event_reminders(sched, publication)  # the older event, late
+    assert await cancel_event_reminders(sched, cancellation) == 0  # nothing planned yet
+    assert not await plan_event_reminders(sched, publication)  # the older event, late
     reminders = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
     assert reminders == []
 
@@ -502,17 +500,17 @@ async def test_a_cancellation_that_arrives_first_is_not_undone_by_the_late_publi
     older_change = new_event(
         concert(event_id, starts + timedelta(days=1), EventChanged), tenant_id=tenant_id, source="/ticketing"
     ).model_copy(update={"time": publication.time + timedelta(microseconds=1)})
-    assert not await handlers.plan_event_reminders(sched, older_change)
+    assert not await plan_event_reminders(sched, older_change)
     assert (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"] == []
 
     # the organiser puts the event on again: a newer publication plans its reminders
     again = new_event(concert(event_id, starts), tenant_id=tenant_id, source="/ticketing")
-    assert await handlers.plan_event_reminders(sched, again)
+    assert await plan_event_reminders(sched, again)
     planned = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
     assert planned and {i["status"] for i in planned} == {"pending"}
 
     # and a cancellation issued before that re-publication, delivered late, is ignored
     stale_cancel = cancellation.model_copy(update={"id": str(uuid.uuid4())})
-    assert await handlers.cancel_event_reminders(sched, stale_cancel) == 0
+    assert await cancel_event_reminders(sched, stale_cancel) == 0
     still = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
     assert {i["status"] for i in still} == {"pending"}
