@@ -52,6 +52,13 @@ def use_agents(runtime: ServiceRuntime, agents: list[ag.Agent]) -> None:
     _AGENTS[runtime] = agents
 
 
+async def close_agents(runtime: ServiceRuntime) -> None:
+    """Close the model client of a runtime's agents (they share one)."""
+    clients = {id(c): c for a in _AGENTS.pop(runtime, []) if (c := getattr(a, "client", None)) is not None}
+    for client in clients.values():
+        await client.aclose()
+
+
 def draft_id_for(tenant_id: uuid.UUID, job_key: str) -> uuid.UUID:
     return uuid.uuid5(DRAFT_NAMESPACE, f"{tenant_id}:{job_key}")
 
