@@ -12,9 +12,10 @@ fresh migrated database. It stores ``--notes-per-user`` inbound notes per user t
 through ``handlers.on_pacing_due`` with ``--concurrency`` at a time (prints drafts/s and per-agent
 p50/p99 from the recorded steps) and the RSS of this process. Then the same ``--drafts`` with the
 language model configured: ``devtools.fake_llm`` in its own process answers every call after
-``--model-latency`` seconds, ``PIPELINE_LLM_CONCURRENCY`` = ``--model-concurrency`` and as many jobs
-in flight; it prints drafts/s beside the bound concurrency ÷ (calls per draft × latency), per-agent
-p50/p99 and the RSS again (``--model-latency 0`` skips it). The database pool is ``--db-pool``
+``--model-latency`` seconds, ``PIPELINE_LLM_CONCURRENCY`` = ``--model-concurrency``, and
+``--model-jobs`` jobs in flight (default: as many; a job also spends time in the database, so
+more jobs than model slots keep the semaphore fuller); it prints drafts/s beside the bound
+concurrency ÷ (calls per draft × latency), per-agent p50/p99 and the RSS again (``--model-latency 0`` skips it). The database pool is ``--db-pool``
 (``PIPELINE_DB_POOL_SIZE``; the engine may overflow it by as many again). The handlers are called
 directly, not through RabbitMQ: it measures the job, not the broker. Prints figures; asserts nothing.
 
@@ -114,8 +115,14 @@ async def run(args: argparse.Namespace, db_url: str, amqp_url: str) -> None:
         try:
             agents = jobs.agents_of(model_runtime)
             calls = sum(1 for a in agents if a.model not in ("offline", "postgres-fts"))
-            result = await pacing_run(model_runtime, tenant.id, users, args.drafts, args.model_concurrency)
-            report(f"model stand-in at {args.model_latency * 1000:.0f} ms", args.drafts, result)
+            in_flight = args.model_jobs or args.model_concurrency
+            result = await pacing_run(model_runtime, tenant.id, users, args.drafts, in_flight)
+            report(
+                f"model stand-in at {args.model_latency * 1000:.0f} ms, model concurrency "
+                f"{args.model_concurrency}, {in_flight} jobs in flight",
+                args.drafts,
+                result,
+            )
             bound = args.model_concurrency / (calls * args.model_latency)
             print(
                 f"  bound: concurrency {args.model_concurrency} / ({calls} calls per draft x "
@@ -234,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--model-latency", type=float, default=0.3, help="seconds per model answer; 0 skips")
     parser.add_argument("--model-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--model-jobs",
+        type=int,
+        default=0,
+        help="jobs in flight in the model run (the consumer's prefetch); default: the model concurrency",
+    )
     parser.add_argument("--db-pool", type=int, default=10, help="PIPELINE_DB_POOL_SIZE")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="herald-bench-pipeline-") as tmp:
