@@ -41,7 +41,7 @@ def database_url(infra: Infra) -> Iterator[str]:
 
 @pytest.fixture
 async def system(database_url: str, infra: Infra) -> AsyncIterator[tuple[Any, uuid.UUID, Any, FakeChatModel]]:
-    async with FakeChatModel(api_key="sk-local") as llm:
+    async with FakeChatModel(api_key="sk-local", retry_after="0", slow_seconds=6.0) as llm:
         settings = PipelineSettings(
             database_url=database_url,
             amqp_url=infra.amqp_url,
@@ -54,7 +54,7 @@ async def system(database_url: str, infra: Infra) -> AsyncIterator[tuple[Any, uu
             llm_model_editor="local-editor",
             llm_max_attempts=4,
             llm_backoff_seconds=0.01,
-            llm_timeout_seconds=5,
+            llm_timeout_seconds=3,
         )
         runtime, app = build(settings)
         tenant, key = await create_tenant(runtime.engine, f"pipe-llm-{uuid.uuid4().hex[:8]}")
@@ -164,3 +164,14 @@ async def test_an_answer_invalid_after_the_corrective_retry_fails_the_step(syste
     assert draft["status"] == "failed"
     assert draft["error"].startswith("the language model's answer was not valid after a corrective retry")
     assert [(s["agent"], s["status"]) for s in draft["steps"]] == [("order_builder", "failed")]
+
+
+async def test_429_timeouts_and_500_are_retried_and_the_draft_is_written(system: Any) -> None:
+    runtime, tenant_id, client, llm = system
+    user = await user_with_notes(runtime, tenant_id, client)
+    llm.script("429", "slow", "500")  # the order builder's first three attempts
+    draft_id = await handlers.on_pacing_due(runtime, pacing(tenant_id, user))
+    draft = (await client.get(f"/v1/drafts/{draft_id}")).json()
+    assert draft["status"] == "ready", draft["error"]
+    assert all(s["status"] == "done" for s in draft["steps"])
+    assert len(llm.received) == 4 + 1 + 1
