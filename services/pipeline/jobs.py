@@ -149,7 +149,7 @@ async def _run_step(
         result = await agent.run(job)
     except (ag.StepFailed, LLMError) as exc:
         error = str(exc)
-        result = ag.StepResult(None, agent.model)
+        result = ag.StepResult(None, agent.model, getattr(exc, "tokens", 0))
         STEP_FAILURES.labels(agent.name).inc()
     STEP_SECONDS.labels(agent.name).observe(time.perf_counter() - t0)
 

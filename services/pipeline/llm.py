@@ -54,6 +54,8 @@ class LLMError(Exception):
     """A model call that failed; ``str()`` is a sentence a user can read."""
 
     reason = "error"
+    #: tokens the failed call spent anyway (answers that did not validate)
+    tokens = 0
 
 
 class ModelUnavailable(LLMError):
@@ -271,9 +273,11 @@ class ChatClient:
             except (ValueError, ValidationError) as exc:
                 problem = _problem(exc)
                 if turn == 1:
-                    raise InvalidAnswer(
+                    invalid = InvalidAnswer(
                         f"the language model's answer was not valid after a corrective retry: {problem}"
-                    ) from None
+                    )
+                    invalid.tokens = tokens
+                    raise invalid from None
                 conversation = [
                     *conversation,
                     {"role": "assistant", "content": completion.content},

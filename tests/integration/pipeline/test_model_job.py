@@ -164,6 +164,7 @@ async def test_an_answer_invalid_after_the_corrective_retry_fails_the_step(syste
     assert draft["status"] == "failed"
     assert draft["error"].startswith("the language model's answer was not valid after a corrective retry")
     assert [(s["agent"], s["status"]) for s in draft["steps"]] == [("order_builder", "failed")]
+    assert draft["steps"][0]["model"] == "local-7b" and draft["steps"][0]["tokens"] > 0, "spent anyway"
 
 
 async def test_429_timeouts_and_500_are_retried_and_the_draft_is_written(system: Any) -> None:
