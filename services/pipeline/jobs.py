@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 import weakref
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,9 +93,15 @@ class DbNotes:
 
 
 async def run_content_job(
-    runtime: ServiceRuntime, tenant_id: uuid.UUID, user_id: str, job_key: str
+    runtime: ServiceRuntime,
+    tenant_id: uuid.UUID,
+    user_id: str,
+    job_key: str,
+    order: Mapping[str, str | None] | None = None,
 ) -> uuid.UUID:
-    """Run (or resume) the job of ``job_key``; a ``ready`` or ``failed`` draft is left as it is."""
+    """Run (or resume) the job of ``job_key``; a ``ready`` or ``failed`` draft is left as it is.
+
+    ``order``: what a user's order said (platform, length, tone, topic); it overrides the brief."""
     draft_id = draft_id_for(tenant_id, job_key)
 
     async def claim() -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -117,7 +124,12 @@ async def run_content_job(
     status, done, profile = await runtime.with_db("claim content job", claim)
     if status in ("ready", "failed"):
         return draft_id
-    job = ag.Job(profile=profile, notes=DbNotes(runtime, tenant_id, user_id), outputs=done)
+    job = ag.Job(
+        profile=profile,
+        notes=DbNotes(runtime, tenant_id, user_id),
+        outputs=done,
+        brief_override=dict(order) if order else None,
+    )
     for position, agent in enumerate(agents_of(runtime), start=1):
         if agent.name in job.outputs:
             continue

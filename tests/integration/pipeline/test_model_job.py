@@ -176,3 +176,16 @@ async def test_429_timeouts_and_500_are_retried_and_the_draft_is_written(system:
     assert draft["status"] == "ready", draft["error"]
     assert all(s["status"] == "done" for s in draft["steps"])
     assert len(llm.received) == 4 + 1 + 1
+
+
+async def test_an_orders_fields_override_the_brief_and_its_topic_needs_no_model_call(system: Any) -> None:
+    runtime, tenant_id, client, llm = system
+    user = await user_with_notes(runtime, tenant_id, client)
+    order = {"platform": "x", "length": "short", "tone": None, "topic": "vegan feijoada"}
+    draft_id = await jobs.run_content_job(runtime, tenant_id, user, f"order:{uuid.uuid4()}", order=order)
+    draft = (await client.get(f"/v1/drafts/{draft_id}")).json()
+    assert draft["status"] == "ready", draft["error"]
+    assert draft["brief"]["platform"] == "x" and draft["brief"]["topic"] == "vegan feijoada"
+    assert draft["brief"]["tone"] == "professional", "a field the order left out comes from the profile"
+    assert len(draft["text"]) <= 280
+    assert draft["steps"][0]["model"] == "offline" and len(llm.received) == 2
