@@ -150,9 +150,10 @@ async def pacing_run(
                 await handlers.on_pacing_due(runtime, new_event(data, tenant_id=tenant_id, source="/bench"))
             )
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.perf_counter() - t0
+    print(f"  CPU of the pipeline process: {(cpu_seconds() - cpu0) / n * 1000:.1f} ms per draft")
     async with runtime.engine.connect() as conn:
         rows = (
             await conn.execute(
@@ -181,6 +182,11 @@ def report(label: str, n: int, result: tuple[float, dict[str, list[float]], int]
         values = ms.get(agent, [])
         print(f"  {agent:14s} p50={pct(values, 50):.2f} ms p99={pct(values, 99):.2f} ms (n={len(values)})")
     print(f"  RSS of the process (pipeline in-process): now {rss_mb():.0f} MB, max {max_rss_mb():.0f} MB")
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mb() -> float:
