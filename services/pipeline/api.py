@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
-from services.pipeline import handlers, writer
+from services.pipeline import handlers, jobs, writer
 from services.pipeline import repository as repo
 from shared.api import ERROR_RESPONSES
 from shared.events import E164
@@ -260,6 +260,25 @@ def routers(runtime: ServiceRuntime) -> list[APIRouter]:
         async with runtime.engine.connect() as conn:
             new = await repo.get_draft(conn, tenant.id, new_id)
             return _draft_view(new, await repo.steps(conn, new_id))
+
+    @drafts.post(
+        "/{draft_id}/retry",
+        response_model=DraftView,
+        summary="Run a failed draft again from its failed step",
+        description="The steps that finished are kept; the failed one and those after it run again. "
+        "409 when the draft did not fail (use regenerate to write a ready draft again).",
+    )
+    async def retry(draft_id: uuid.UUID, tenant: Tenant = auth) -> DraftView:
+        problem = await jobs.retry_content_job(runtime, tenant.id, draft_id)
+        if problem == "no such draft":
+            raise HTTPException(404, problem)
+        if problem:
+            raise HTTPException(
+                409, f"{problem} (use POST /v1/drafts/{draft_id}/regenerate to write it again)"
+            )
+        async with runtime.engine.connect() as conn:
+            row = await repo.get_draft(conn, tenant.id, draft_id)
+            return _draft_view(row, await repo.steps(conn, draft_id))
 
     @drafts.delete("/{draft_id}", status_code=204, summary="Delete a draft")
     async def delete_draft(draft_id: uuid.UUID, tenant: Tenant = auth) -> Response:

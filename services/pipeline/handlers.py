@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from services.pipeline import repository as repo
-from services.pipeline import writer
 from services.pipeline.domain import DEFAULT_ORDER_RULE, message_id_for
+from services.pipeline.jobs import run_content_job
 from shared.crypto import SecretBox, lookup_hash
 from shared.events import (
     CloudEvent,
-    DraftReady,
     InboundReceived,
     MessageRequested,
     OrderStatusChanged,
@@ -67,12 +63,11 @@ async def notify_order_status(runtime: ServiceRuntime, event: CloudEvent[OrderSt
 
 
 # --- the writer flow ---------------------------------------------------------------------------
+# the content job itself (agents, steps, retry, finish) is in jobs.py; ``run_content_job`` is
+# re-exported here for the callers that know it as ``handlers.run_content_job``
 
 NOTE_CONSUMER = "notes"
-DRAFT_NAMESPACE = uuid.UUID("0b7c3d4e-2f6a-4c1b-9e8d-7a5f3c2b1d09")
 NOTES_STORED = Counter("herald_pipeline_notes_stored_total", "Inbound messages stored as notes", ["source"])
-DRAFTS = Counter("herald_pipeline_drafts_total", "Content jobs finished", ["status"])
-STEP_SECONDS = Histogram("herald_pipeline_step_seconds", "Time of one agent's step", ["agent"])
 log = logging.getLogger("herald.pipeline")
 
 
@@ -121,185 +116,6 @@ async def store_note(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
     if stored:
         NOTES_STORED.labels("voice" if data.kind != "text" else "text").inc()
     return stored
-
-
-def _profile_dict(row: Any) -> dict[str, Any]:
-    if row is None:
-        return {}
-    return {
-        "platforms": list(row.platforms),
-        "tone": row.tone,
-        "length": row.length,
-        "topics": list(row.topics),
-        "language": row.language,
-    }
-
-
-async def run_content_job(
-    runtime: ServiceRuntime, tenant_id: uuid.UUID, user_id: str, job_key: str
-) -> uuid.UUID:
-    """The four agents in order, each step recorded in its own transaction, so a job that was
-    interrupted resumes from its last finished step. The draft turns ``ready`` and ``draft.ready``
-    (and the ready notice, when opted in) go out in one transaction. Idempotent on ``job_key``."""
-    draft_id = uuid.uuid5(DRAFT_NAMESPACE, f"{tenant_id}:{job_key}")
-
-    async def claim() -> tuple[str, dict[str, Any], dict[str, Any]]:
-        async with runtime.uow() as uow:
-            row = await repo.claim_draft(
-                uow.conn,
-                {
-                    "id": draft_id,
-                    "tenant_id": tenant_id,
-                    "user_id": user_id,
-                    "job_key": job_key,
-                    "status": "running",
-                },
-            )
-            done = {s.agent: s.output for s in await repo.steps(uow.conn, row.id) if s.status == "done"}
-            profile = _profile_dict(await repo.get_profile(uow.conn, tenant_id, user_id))
-            await uow.commit()
-            return row.status, done, profile
-
-    status, done, profile = await runtime.with_db("claim content job", claim)
-    if status in ("ready", "failed"):
-        return draft_id
-
-    async def step(agent: str, position: int, work: Any) -> Any:
-        if agent in done:
-            return done[agent]
-        started = datetime.now(UTC)
-        t0 = time.perf_counter()
-        output = await work()
-        STEP_SECONDS.labels(agent).observe(time.perf_counter() - t0)
-
-        async def save() -> None:
-            async with runtime.uow() as uow:
-                await repo.record_step(
-                    uow.conn,
-                    {
-                        "draft_id": draft_id,
-                        "agent": agent,
-                        "position": position,
-                        "status": "done",
-                        "started_at": started,
-                        "finished_at": datetime.now(UTC),
-                        "model": writer.OFFLINE_MODEL,
-                        "tokens": 0,
-                        "output": output,
-                    },
-                )
-                await uow.commit()
-
-        await runtime.with_db(f"record step {agent}", save)
-        done[agent] = output
-        return output
-
-    language = profile.get("language", "en")
-    config = writer.ts_config(language)
-
-    async def recent() -> list[str]:
-        async with runtime.engine.connect() as conn:
-            return [n.body for n in await repo.list_notes(conn, tenant_id, user_id, 20)]
-
-    async def order_builder() -> dict[str, Any]:
-        return writer.build_brief(profile, await recent()).as_dict()
-
-    brief_d = await step("order_builder", 1, order_builder)
-    brief = writer.Brief(**brief_d)
-
-    async def retrieval() -> list[dict[str, Any]]:
-        async with runtime.engine.connect() as conn:
-            rows = await repo.search_notes(
-                conn, tenant_id, user_id, brief.topic.replace(",", " or "), config, 6
-            )
-        return [{"note_id": str(r.id), "text": r.body} for r in rows]
-
-    citations = await step("retrieval", 2, retrieval)
-
-    async def write_step() -> dict[str, Any]:
-        return {"text": writer.write(brief, [c["text"] for c in citations])}
-
-    async def edit_step() -> dict[str, Any]:
-        title, text = writer.edit(brief, written["text"])
-        return {"title": title, "text": text}
-
-    if not citations:
-        await _finish(
-            runtime, draft_id, tenant_id, user_id, brief_d, [], None, error="no notes to write from"
-        )
-        return draft_id
-    written = await step("writer", 3, write_step)
-    edited = await step("editor", 4, edit_step)
-    await _finish(runtime, draft_id, tenant_id, user_id, brief_d, citations, edited)
-    return draft_id
-
-
-async def _finish(
-    runtime: ServiceRuntime,
-    draft_id: uuid.UUID,
-    tenant_id: uuid.UUID,
-    user_id: str,
-    brief: dict[str, Any],
-    citations: list[dict[str, Any]],
-    edited: dict[str, Any] | None,
-    *,
-    error: str | None = None,
-) -> None:
-    async def apply() -> None:
-        async with runtime.uow() as uow:
-            current = await repo.get_draft(uow.conn, tenant_id, draft_id)
-            if current is None or current.status in ("ready", "failed"):
-                return
-            if edited is None:
-                await repo.update_draft(uow.conn, draft_id, status="failed", brief=brief, error=error)
-                await uow.commit()
-                DRAFTS.labels("failed").inc()
-                return
-            profile = await repo.get_profile(uow.conn, tenant_id, user_id)
-            phone = secret_box(runtime).decrypt(profile.phone_enc) if profile and profile.phone_enc else None
-            values: dict[str, Any] = {
-                "status": "ready",
-                "title": edited["title"],
-                "text": edited["text"],
-                "brief": brief,
-                "citations": citations,
-            }
-            subject = f"draft/{draft_id}"
-            uow.add_event(
-                new_event(
-                    DraftReady(draft_id=draft_id, user_id=user_id, title=edited["title"], notify_phone=phone),
-                    tenant_id=tenant_id,
-                    source=SOURCE,
-                    subject=subject,
-                )
-            )
-            if profile is not None and profile.notify_on_ready and phone:
-                message_id = uuid.uuid5(DRAFT_NAMESPACE, f"notice:{draft_id}")
-                notice = writer.ready_notice(
-                    profile.language, brief["platform"], edited["title"], str(draft_id)
-                )
-                uow.add_event(
-                    new_event(
-                        MessageRequested(
-                            message_id=message_id,
-                            to=phone,
-                            text=notice,
-                            priority=6,
-                            origin="pipeline",
-                            correlation_id=f"draft:{draft_id}",
-                        ),
-                        tenant_id=tenant_id,
-                        source=SOURCE,
-                        subject=subject,
-                    ),
-                    priority=6,
-                )
-                values |= {"notice_message_id": message_id, "notice_requested_at": datetime.now(UTC)}
-            await repo.update_draft(uow.conn, draft_id, **values)
-            await uow.commit()
-            DRAFTS.labels("ready").inc()
-
-    await runtime.with_db("finish content job", apply)
 
 
 async def on_pacing_due(runtime: ServiceRuntime, event: CloudEvent[PacingDue]) -> uuid.UUID:

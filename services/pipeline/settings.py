@@ -1,12 +1,47 @@
 from typing import ClassVar
 
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import HeraldSettings
 
+#: the agents that can be model-backed (retrieval is SQL)
+MODEL_AGENTS = ("order_builder", "writer", "editor")
+
 
 class PipelineSettings(HeraldSettings):
+    """``PIPELINE_…`` (``HERALD_…`` as fallback). With no ``llm_base_url`` every agent is offline."""
+
     model_config = SettingsConfigDict(env_prefix="PIPELINE_", extra="ignore")
     service_name: ClassVar[str] = "pipeline"
 
     port: int = 8003
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible API root, e.g. https://api.openai.com/v1 or "
+        "http://127.0.0.1:11434/v1 (Ollama). Unset: the offline writer and editor.",
+    )
+    llm_api_key: SecretStr = Field(
+        default=SecretStr(""), description="Bearer key; most local servers take any."
+    )
+    llm_model: str = Field(default="gpt-4o-mini", description="Model of every agent without an override.")
+    llm_model_order_builder: str | None = Field(
+        default=None, description="'offline' keeps the agent offline."
+    )
+    llm_model_writer: str | None = Field(default=None, description="'offline' keeps the agent offline.")
+    llm_model_editor: str | None = Field(default=None, description="'offline' keeps the agent offline.")
+    llm_timeout_seconds: float = Field(default=60.0, gt=0, description="Per HTTP attempt.")
+    llm_concurrency: int = Field(default=8, ge=1, description="Model calls in flight, all agents together.")
+    llm_max_attempts: int = Field(default=4, ge=1, description="Attempts per call on 429/5xx/timeouts.")
+    llm_backoff_seconds: float = Field(default=0.5, ge=0, description="First backoff; doubles, with jitter.")
+    llm_retry_after_cap_seconds: float = Field(
+        default=30.0, ge=0, description="Longest wait a Retry-After header can impose."
+    )
+
+    def model_for(self, agent: str) -> str | None:
+        """The model an agent calls, or None when it runs offline."""
+        if not self.llm_base_url:
+            return None
+        override = getattr(self, f"llm_model_{agent}", None)
+        model = override or self.llm_model
+        return None if model == "offline" else model
