@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.dialects import postgresql as pg
 
 from services.ingest import handlers, verify
+from services.ingest.channels import ChannelDirectory, SenderUnavailable, UnknownChannel
 from services.ingest.models import (
     contacts,
     keyword_settings,
@@ -97,8 +98,31 @@ def _validate_secrets(body: WebhookSourceIn) -> None:
         )
 
 
+async def _check_channel(channels: ChannelDirectory, channel_id: uuid.UUID, request: Request) -> None:
+    """The source's channel must be one of the caller's channels on the sender."""
+    try:
+        await channels.require(channel_id, request.headers.get("authorization", ""))
+    except UnknownChannel:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"channel_id {channel_id} is not a channel of this tenant: use the id of one of your "
+            "channels (GET /v1/channels on the sender), or leave channel_id out",
+            [{"field": "channel_id", "problem": "not a channel of this tenant"}],
+        ) from None
+    except SenderUnavailable as exc:
+        raise ApiError(
+            503,
+            "unavailable",
+            f"the sender could not be reached to check channel_id ({exc}); nothing was created, retry",
+        ) from None
+
+
 def build_webhook_routes(
-    runtime: ServiceRuntime, settings: IngestSettings, pipeline: WebhookPipeline
+    runtime: ServiceRuntime,
+    settings: IngestSettings,
+    pipeline: WebhookPipeline,
+    channels: ChannelDirectory,
 ) -> list[APIRouter]:
     directory = pipeline.directory
     hooks = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -151,9 +175,11 @@ def build_webhook_routes(
 
     @api.post("/webhook-sources", status_code=201, response_model=WebhookSourceOut, tags=["webhook sources"])
     async def create_source(
-        body: WebhookSourceIn, tenant: Tenant = Depends(runtime.auth)
+        body: WebhookSourceIn, request: Request, tenant: Tenant = Depends(runtime.auth)
     ) -> WebhookSourceOut:
         _validate_secrets(body)
+        if body.channel_id is not None:
+            await _check_channel(channels, body.channel_id, request)
         async with runtime.engine.begin() as conn:
             row = (
                 await conn.execute(
