@@ -1,4 +1,6 @@
-"""SQL of ingest's use cases (erasure and statistics); handlers call these inside a transaction."""
+"""SQL of ingest's use cases: webhook sources, contacts, keywords, events from other systems,
+erasure and statistics. Handlers and routes call these with a connection they opened; nothing
+here commits. (The webhook hot path's one statement lives in ``webhooks.py`` ``WebhookStore``.)"""
 
 from __future__ import annotations
 
@@ -8,9 +10,155 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.ingest.models import contacts, media_jobs, rejections, webhook_deliveries, webhook_keys
+from services.ingest.models import (
+    contacts,
+    keyword_settings,
+    media_jobs,
+    received_events,
+    rejections,
+    webhook_deliveries,
+    webhook_keys,
+    webhook_sources,
+)
+
+# --- webhook sources --------------------------------------------------------------------------
+
+
+async def insert_source(
+    conn: AsyncConnection,
+    *,
+    tenant_id: uuid.UUID,
+    provider: str,
+    name: str | None,
+    channel_id: uuid.UUID | None,
+    encrypted_secrets: Any,
+) -> Row[Any]:
+    return (
+        await conn.execute(
+            sa.insert(webhook_sources)
+            .values(
+                id=uuid.uuid4(),
+                tenant_id=tenant_id,
+                provider=provider,
+                name=name,
+                channel_id=channel_id,
+                secrets=encrypted_secrets,
+            )
+            .returning(webhook_sources)
+        )
+    ).one()
+
+
+async def list_sources(conn: AsyncConnection, tenant_id: uuid.UUID) -> list[Row[Any]]:
+    return list(
+        await conn.execute(
+            sa.select(webhook_sources)
+            .where(webhook_sources.c.tenant_id == tenant_id)
+            .order_by(webhook_sources.c.created_at)
+        )
+    )
+
+
+async def get_source(conn: AsyncConnection, tenant_id: uuid.UUID, source_id: uuid.UUID) -> Row[Any] | None:
+    return (
+        await conn.execute(
+            sa.select(webhook_sources).where(
+                webhook_sources.c.id == source_id, webhook_sources.c.tenant_id == tenant_id
+            )
+        )
+    ).first()
+
+
+async def delete_source(conn: AsyncConnection, tenant_id: uuid.UUID, source_id: uuid.UUID) -> bool:
+    """True when the tenant had that source."""
+    gone = (
+        await conn.execute(
+            sa.delete(webhook_sources)
+            .where(webhook_sources.c.id == source_id, webhook_sources.c.tenant_id == tenant_id)
+            .returning(webhook_sources.c.id)
+        )
+    ).first()
+    return gone is not None
+
+
+# --- contacts and keywords --------------------------------------------------------------------
+
+
+async def list_contacts(
+    conn: AsyncConnection, tenant_id: uuid.UUID, *, unmapped: bool, limit: int, offset: int
+) -> list[Row[Any]]:
+    query = sa.select(contacts).where(contacts.c.tenant_id == tenant_id)
+    if unmapped:
+        query = query.where(contacts.c.user_id.is_(None))
+    return list(
+        (
+            await conn.execute(
+                query.order_by(contacts.c.first_seen_at, contacts.c.phone_hash).limit(limit).offset(offset)
+            )
+        ).all()
+    )
+
+
+async def map_contact(
+    conn: AsyncConnection, tenant_id: uuid.UUID, phone_hash: str, encrypted_phone: Any, user_id: str
+) -> None:
+    """Insert the contact mapped to ``user_id``, or map the one already seen."""
+    stmt = pg.insert(contacts).values(
+        tenant_id=tenant_id,
+        phone_hash=phone_hash,
+        phone=encrypted_phone,
+        user_id=user_id,
+        mapped_at=sa.func.now(),
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[contacts.c.tenant_id, contacts.c.phone_hash],
+            set_={"user_id": user_id, "mapped_at": sa.func.now()},
+        )
+    )
+
+
+async def get_keywords(conn: AsyncConnection, tenant_id: uuid.UUID) -> Row[Any] | None:
+    """The tenant's own keyword lists (``opt_out``, ``opt_in``), or None for the defaults."""
+    return (
+        await conn.execute(sa.select(keyword_settings).where(keyword_settings.c.tenant_id == tenant_id))
+    ).first()
+
+
+async def put_keywords(
+    conn: AsyncConnection, tenant_id: uuid.UUID, opt_out: list[str], opt_in: list[str]
+) -> None:
+    stmt = pg.insert(keyword_settings).values(tenant_id=tenant_id, opt_out=opt_out, opt_in=opt_in)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[keyword_settings.c.tenant_id], set_={"opt_out": opt_out, "opt_in": opt_in}
+        )
+    )
+
+
+# --- events from other systems ----------------------------------------------------------------
+
+
+async def remember_event(
+    conn: AsyncConnection, tenant_id: uuid.UUID, source: str, event_id: str, type_: str
+) -> bool:
+    """Record an event's identity; False when the tenant sent that (source, id) before."""
+    inserted = (
+        await conn.execute(
+            pg.insert(received_events)
+            .values(tenant_id=tenant_id, source=source, event_id=event_id, type=type_)
+            .on_conflict_do_nothing()
+            .returning(received_events.c.event_id)
+        )
+    ).first()
+    return inserted is not None
+
+
+# --- erasure and statistics -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ def sender_process(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> It
     sender = ServiceProcess("sender", free_port(), infra.service_env(), tmp / "sender.log")
     sender.start()
     try:
-        sender.wait_ready()
+        sender.wait_ready(timeout=120)  # generous: the machine is shared
         yield sender
     finally:
         sender.terminate()
