@@ -278,6 +278,8 @@ async def bench(
         wait_for(lambda: _up(bare_port), 30, "the bare app to answer", None)
         tenant = json.loads(herald_cli(env, "tenant", "create", f"bench-{uuid.uuid4().hex[:6]}", "--json"))
         async with httpx.AsyncClient() as http:
+            # no channel_id: this bench runs no sender (where a channel_id would be checked), and
+            # the channel plays no part in the hot path measured here
             answer = await http.post(
                 f"{ingest.url}/v1/webhook-sources",
                 json={"provider": "meta", "secrets": {"app_secret": SECRET, "verify_token": "bench"}},

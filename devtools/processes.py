@@ -139,6 +139,12 @@ def herald_env(database_url: str, amqp_url: str, **extra: str) -> dict[str, str]
     return env
 
 
+def ingest_env(sender_port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """What ingest needs to reach the sender on this machine (a webhook source's ``channel_id`` is
+    checked there): pass it to ingest's environment wherever both run as processes."""
+    return {"INGEST_SENDER_URL": f"http://{host}:{sender_port}"}
+
+
 def herald_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     """Run ``herald …`` with ``env``; returns stdout, raises with stderr on failure."""
     result = subprocess.run(

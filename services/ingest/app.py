@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.ingest import handlers
+from services.ingest.channels import ChannelDirectory
 from services.ingest.domain import EventRejected, validate_inbound_event
 from services.ingest.fastpath import WebhookFastPath
 from services.ingest.models import SCHEMA, metadata
@@ -92,7 +93,9 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         )
 
     pipeline = WebhookPipeline(runtime, settings)
-    webhook_routes = build_webhook_routes(runtime, settings, pipeline)
+    # a source's channel_id is checked against the sender's channels of the caller's tenant
+    channels = ChannelDirectory(settings.sender_url, settings.sender_timeout_seconds)
+    webhook_routes = build_webhook_routes(runtime, settings, pipeline, channels)
     # what other systems may post, plus the facts ingest states from provider webhooks
     runtime.declare_publishes(
         *(CATALOGUE[t] for t in sorted(PUBLIC_INPUT_TYPES)),

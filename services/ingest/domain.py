@@ -1,4 +1,6 @@
-"""Validation of events other systems send over HTTP. Pure: no I/O."""
+"""Pure decisions of ingest (no I/O): what another system may post (``validate_inbound_event``),
+which secrets a webhook source needs (``check_source_secrets``), and a tenant's keyword lists
+(``keyword_lists``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.ingest.normalise import keyword_form
 from shared.events import PUBLIC_INPUT_TYPES, CloudEvent, UnknownEventType, canonical_type, parse_event
 
 
@@ -69,3 +72,48 @@ def validate_inbound_event(raw: bytes, tenant_id: uuid.UUID) -> CloudEvent[Any]:
         raise EventRejected(
             422, "invalid_event", f"event does not match {event_type}: {summary}", details
         ) from exc
+
+
+#: provider: (required secrets, optional secrets) of a webhook source
+SOURCE_SECRETS: dict[str, tuple[set[str], set[str]]] = {
+    "meta": ({"app_secret", "verify_token"}, {"access_token", "graph_url"}),
+    "chatwoot": ({"webhook_secret"}, set()),
+    "waha": ({"hmac_key"}, {"api_key"}),
+    "evolution": (set(), {"header_name", "header_value", "jwt_key", "api_key"}),
+}
+
+
+class SourceRejected(ValueError):
+    """A webhook source that cannot work as given; the message says what to fix."""
+
+
+def check_source_secrets(provider: str, secrets: dict[str, str]) -> None:
+    required, optional = SOURCE_SECRETS[provider]
+    unknown = set(secrets) - required - optional
+    if unknown:
+        raise SourceRejected(
+            f"unknown secrets for {provider}: {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(required | optional))}"
+        )
+    missing = [k for k in sorted(required) if not secrets.get(k)]
+    if missing:
+        raise SourceRejected(f"a {provider} source needs secrets: {', '.join(missing)}")
+    if provider == "evolution" and not (secrets.get("header_value") or secrets.get("jwt_key")):
+        raise SourceRejected(
+            "an evolution source needs header_value (a static header Evolution "
+            "sends, named by header_name, default apikey) or jwt_key (Evolution's JWT webhook auth)"
+        )
+
+
+class KeywordClash(ValueError):
+    """The same keyword would both opt out and opt in."""
+
+
+def keyword_lists(opt_out: list[str], opt_in: list[str]) -> tuple[list[str], list[str]]:
+    """The lists as stored (trimmed, upper case, without words that are no keyword at all)."""
+    outs = [w.strip().upper() for w in opt_out if keyword_form(w)]
+    ins = [w.strip().upper() for w in opt_in if keyword_form(w)]
+    clash = {keyword_form(w) for w in outs} & {keyword_form(w) for w in ins}
+    if clash:
+        raise KeywordClash(f"a keyword cannot both opt out and opt in: {', '.join(sorted(clash))}")
+    return outs, ins

@@ -1,18 +1,22 @@
-"""Ingest use cases."""
+"""Ingest use cases: events from other systems, webhook sources, contacts, keywords, erasure and
+statistics. SQL is in ``repository.py``, pure rules in ``domain.py``; routes translate HTTP."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
-from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.engine import Row
 
 from services.ingest import repository
+from services.ingest.channels import ChannelDirectory
+from services.ingest.domain import check_source_secrets, keyword_lists
 from services.ingest.media import user_prefix
-from services.ingest.models import received_events
+from services.ingest.webhooks import Directory
 from shared.events import CloudEvent, UserErased, new_event, utcnow
 from shared.service import ServiceRuntime
 
@@ -28,15 +32,7 @@ async def accept_event(runtime: ServiceRuntime, tenant_id: uuid.UUID, event: Clo
     Returns False for a duplicate (same tenant, source and id): it is acknowledged, not published again.
     """
     async with runtime.uow() as uow:
-        inserted = (
-            await uow.conn.execute(
-                pg.insert(received_events)
-                .values(tenant_id=tenant_id, source=event.source, event_id=event.id, type=event.type)
-                .on_conflict_do_nothing()
-                .returning(received_events.c.event_id)
-            )
-        ).first()
-        if inserted is None:
+        if not await repository.remember_event(uow.conn, tenant_id, event.source, event.id, event.type):
             ACCEPTED.labels(event.type, "duplicate").inc()
             return False
         priority = getattr(event.data, "priority", None)
@@ -44,6 +40,70 @@ async def accept_event(runtime: ServiceRuntime, tenant_id: uuid.UUID, event: Clo
         await uow.commit()
     ACCEPTED.labels(event.type, "accepted").inc()
     return True
+
+
+async def create_source(
+    runtime: ServiceRuntime,
+    channels: ChannelDirectory,
+    tenant_id: uuid.UUID,
+    *,
+    provider: str,
+    name: str | None,
+    channel_id: uuid.UUID | None,
+    secrets: dict[str, str],
+    authorization: str,
+) -> Row[Any]:
+    """Check the secrets (``SourceRejected``) and that ``channel_id`` is one of the caller's sender
+    channels (``UnknownChannel``, ``SenderUnavailable``: nothing is created), then store it."""
+    check_source_secrets(provider, secrets)
+    if channel_id is not None:
+        await channels.require(channel_id, authorization)
+    async with runtime.engine.begin() as conn:
+        return await repository.insert_source(
+            conn,
+            tenant_id=tenant_id,
+            provider=provider,
+            name=name,
+            channel_id=channel_id,
+            encrypted_secrets=runtime.secrets.encrypt(json.dumps(secrets)),
+        )
+
+
+async def delete_source(
+    runtime: ServiceRuntime, directory: Directory, tenant_id: uuid.UUID, source_id: uuid.UUID
+) -> bool:
+    """False when the tenant has no such source; a deleted one leaves this replica's cache at once."""
+    async with runtime.engine.begin() as conn:
+        deleted = await repository.delete_source(conn, tenant_id, source_id)
+    if deleted:
+        directory.sources.drop(source_id)
+    return deleted
+
+
+async def map_contact(
+    runtime: ServiceRuntime, directory: Directory, tenant_id: uuid.UUID, e164: str, user_id: str
+) -> None:
+    """Map a phone (E.164) to the tenant's user id; later events carry ``user_id``."""
+    async with runtime.engine.begin() as conn:
+        await repository.map_contact(
+            conn, tenant_id, directory.phone_hash(e164), runtime.secrets.encrypt(e164), user_id
+        )
+    directory.forget_tenant(tenant_id)
+
+
+async def set_keywords(
+    runtime: ServiceRuntime,
+    directory: Directory,
+    tenant_id: uuid.UUID,
+    opt_out: list[str],
+    opt_in: list[str],
+) -> tuple[list[str], list[str]]:
+    """Store the tenant's keyword lists (``KeywordClash`` when one word is in both)."""
+    outs, ins = keyword_lists(opt_out, opt_in)
+    async with runtime.engine.begin() as conn:
+        await repository.put_keywords(conn, tenant_id, outs, ins)
+    directory.forget_tenant(tenant_id)
+    return outs, ins
 
 
 class NothingToErase(Exception):

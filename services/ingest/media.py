@@ -22,14 +22,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from prometheus_client import Counter
 
+from services.ingest import repository
 from services.ingest.blobs import BlobStore
-from services.ingest.models import contacts, media_jobs, webhook_sources
 from services.ingest.settings import IngestSettings
 from shared.crypto import SecretBox
-from shared.db import notify_channel
 from shared.logging import get_logger
 from shared.service import ServiceRuntime
 
@@ -85,22 +83,8 @@ class MediaWorker:
 
     async def run_once(self, http: httpx.AsyncClient, batch: int = 8) -> int:
         async with self.runtime.engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(media_jobs)
-                    .where(media_jobs.c.state == "pending", media_jobs.c.next_attempt_at <= sa.func.now())
-                    .order_by(media_jobs.c.next_attempt_at)
-                    .limit(batch)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            # lease: push them forward so another replica does not take them while we work
-            if rows:
-                await conn.execute(
-                    media_jobs.update()
-                    .where(media_jobs.c.id.in_([r.id for r in rows]))
-                    .values(next_attempt_at=sa.func.now() + timedelta(minutes=5))
-                )
+            # leased: another replica does not take them while we work
+            rows = await repository.claim_media_jobs(conn, batch, lease=timedelta(minutes=5))
         for row in rows:
             await self.handle(http, row)
         return len(rows)
@@ -150,14 +134,12 @@ class MediaWorker:
                 )
                 MEDIA.labels("retry").inc()
                 async with self.runtime.engine.begin() as conn:
-                    await conn.execute(
-                        media_jobs.update()
-                        .where(media_jobs.c.id == job.id)
-                        .values(
-                            attempts=job.attempts + 1,
-                            last_error=str(exc)[:500],
-                            next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay),
-                        )
+                    await repository.retry_media_job(
+                        conn,
+                        job.id,
+                        job.attempts + 1,
+                        str(exc),
+                        datetime.now(UTC) + timedelta(seconds=delay),
                     )
                 return
             error = f"download failed after {job.attempts + 1} attempts: {exc}"[:500]
@@ -171,12 +153,7 @@ class MediaWorker:
             data["transcript"] = transcript
         body = json.dumps(event, separators=(",", ":")).encode()
         async with self.runtime.uow() as uow:
-            still_there = (
-                await uow.conn.execute(
-                    sa.select(media_jobs.c.id).where(media_jobs.c.id == job.id).with_for_update()
-                )
-            ).first()
-            if still_there is None:
+            if not await repository.lock_media_job(uow.conn, job.id):
                 # the user was erased (DELETE /v1/users/{id}/data) while this download ran: the
                 # message is not published and what was just stored goes too (leaving the block
                 # without commit rolls the transaction back)
@@ -185,32 +162,23 @@ class MediaWorker:
                 MEDIA.labels("erased").inc()
                 log.info("media job erased during its download: nothing published", job=job.id)
                 return
-            await uow.conn.execute(
-                sa.insert(self.runtime.outbox).values(
-                    event_id=job.event_id, routing_key=event["type"], body=body
-                )
-            )
-            await uow.conn.execute(sa.select(sa.func.pg_notify(notify_channel(self.runtime.schema), "")))
-            await uow.conn.execute(
-                media_jobs.update()
-                .where(media_jobs.c.id == job.id)
-                .values(
-                    state="failed" if error else "done",
-                    last_error=error,
-                    blob_key=blob_key,
-                    attempts=job.attempts + 1,
-                    event=b"",
-                )
+            await repository.finish_media_job(
+                uow.conn,
+                self.runtime.outbox,
+                self.runtime.schema,
+                job.id,
+                event_id=job.event_id,
+                routing_key=event["type"],
+                body=body,
+                error=error,
+                blob_key=blob_key,
+                attempts=job.attempts + 1,
             )
             await uow.commit()
 
     async def _source(self, source_id: Any) -> dict[str, Any]:
         async with self.runtime.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(webhook_sources.c.secrets).where(webhook_sources.c.id == source_id)
-                )
-            ).first()
+            row = await repository.find_source(conn, source_id)
         return json.loads(self.box.decrypt(row.secrets)) if row else {}
 
     async def _prefix(self, tenant_id: Any, data: dict[str, Any]) -> str:
@@ -220,13 +188,7 @@ class MediaWorker:
         user_id = data.get("user_id")
         if not user_id:
             async with self.runtime.engine.connect() as conn:
-                user_id = (
-                    await conn.execute(
-                        sa.select(contacts.c.user_id).where(
-                            contacts.c.tenant_id == tenant_id, contacts.c.phone_hash == phone_hash
-                        )
-                    )
-                ).scalar()
+                user_id = await repository.contact_user_id(conn, tenant_id, phone_hash)
         return user_prefix(tenant_id, user_id, phone_hash)
 
     async def fetch(

@@ -8,39 +8,26 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy.dialects import postgresql as pg
 
-from services.ingest import handlers, verify
-from services.ingest.models import (
-    contacts,
-    keyword_settings,
-    webhook_sources,
-)
-from services.ingest.normalise import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, keyword_form
+from services.ingest import handlers, repository, verify
+from services.ingest.channels import ChannelDirectory, SenderUnavailable, UnknownChannel
+from services.ingest.domain import KeywordClash, SourceRejected
+from services.ingest.normalise import DEFAULT_OPT_IN, DEFAULT_OPT_OUT
 from services.ingest.pipeline import WebhookPipeline
 from services.ingest.settings import IngestSettings
-from services.ingest.webhooks import (
-    PROVIDERS,
-)
+from services.ingest.webhooks import PROVIDERS
 from shared.api import ERROR_RESPONSES, ApiError, RequestModel
 from shared.logging import get_logger
+from shared.phone import InvalidPhoneNumber, normalize_e164
 from shared.service import ServiceRuntime
 from shared.tenancy import Tenant
 
 log = get_logger(__name__)
 
 Provider = Literal["meta", "chatwoot", "evolution", "waha"]
-SECRETS: dict[str, tuple[set[str], set[str]]] = {
-    # provider: (required, optional)
-    "meta": ({"app_secret", "verify_token"}, {"access_token", "graph_url"}),
-    "chatwoot": ({"webhook_secret"}, set()),
-    "waha": ({"hmac_key"}, {"api_key"}),
-    "evolution": (set(), {"header_name", "header_value", "jwt_key", "api_key"}),
-}
 
 
 class WebhookSourceIn(RequestModel):
@@ -73,32 +60,30 @@ class KeywordsIn(RequestModel):
     opt_in: list[str] = Field(max_length=50)
 
 
-def _validate_secrets(body: WebhookSourceIn) -> None:
-    required, optional = SECRETS[body.provider]
-    unknown = set(body.secrets) - required - optional
-    if unknown:
-        raise ApiError(
+def _refused(exc: SourceRejected | UnknownChannel | SenderUnavailable, channel_id: Any) -> ApiError:
+    """A source that was not created, as the caller should read it."""
+    if isinstance(exc, UnknownChannel):
+        return ApiError(
             422,
             "invalid_request",
-            f"unknown secrets for {body.provider}: {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(required | optional))}",
+            f"channel_id {channel_id} is not a channel of this tenant: use the id of one of your "
+            "channels (GET /v1/channels on the sender), or leave channel_id out",
+            [{"field": "channel_id", "problem": "not a channel of this tenant"}],
         )
-    missing = [k for k in sorted(required) if not body.secrets.get(k)]
-    if missing:
-        raise ApiError(
-            422, "invalid_request", f"a {body.provider} source needs secrets: {', '.join(missing)}"
+    if isinstance(exc, SenderUnavailable):
+        return ApiError(
+            503,
+            "unavailable",
+            f"the sender could not be reached to check channel_id ({exc}); nothing was created, retry",
         )
-    if body.provider == "evolution" and not (body.secrets.get("header_value") or body.secrets.get("jwt_key")):
-        raise ApiError(
-            422,
-            "invalid_request",
-            "an evolution source needs header_value (a static header Evolution "
-            "sends, named by header_name, default apikey) or jwt_key (Evolution's JWT webhook auth)",
-        )
+    return ApiError(422, "invalid_request", str(exc))
 
 
 def build_webhook_routes(
-    runtime: ServiceRuntime, settings: IngestSettings, pipeline: WebhookPipeline
+    runtime: ServiceRuntime,
+    settings: IngestSettings,
+    pipeline: WebhookPipeline,
+    channels: ChannelDirectory,
 ) -> list[APIRouter]:
     directory = pipeline.directory
     hooks = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -151,63 +136,41 @@ def build_webhook_routes(
 
     @api.post("/webhook-sources", status_code=201, response_model=WebhookSourceOut, tags=["webhook sources"])
     async def create_source(
-        body: WebhookSourceIn, tenant: Tenant = Depends(runtime.auth)
+        body: WebhookSourceIn, request: Request, tenant: Tenant = Depends(runtime.auth)
     ) -> WebhookSourceOut:
-        _validate_secrets(body)
-        async with runtime.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    sa.insert(webhook_sources)
-                    .values(
-                        id=uuid.uuid4(),
-                        tenant_id=tenant.id,
-                        provider=body.provider,
-                        name=body.name,
-                        channel_id=body.channel_id,
-                        secrets=runtime.secrets.encrypt(json.dumps(body.secrets)),
-                    )
-                    .returning(webhook_sources)
-                )
-            ).one()
+        try:
+            row = await handlers.create_source(
+                runtime,
+                channels,
+                tenant.id,
+                provider=body.provider,
+                name=body.name,
+                channel_id=body.channel_id,
+                secrets=body.secrets,
+                authorization=request.headers.get("authorization", ""),
+            )
+        except (SourceRejected, UnknownChannel, SenderUnavailable) as exc:
+            raise _refused(exc, body.channel_id) from None
         return _out(row)
 
     @api.get("/webhook-sources", tags=["webhook sources"])
     async def list_sources(tenant: Tenant = Depends(runtime.auth)) -> dict[str, list[WebhookSourceOut]]:
         async with runtime.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(webhook_sources)
-                .where(webhook_sources.c.tenant_id == tenant.id)
-                .order_by(webhook_sources.c.created_at)
-            )
-            return {"items": [_out(r) for r in rows]}
+            rows = await repository.list_sources(conn, tenant.id)
+        return {"items": [_out(r) for r in rows]}
 
     @api.get("/webhook-sources/{source_id}", response_model=WebhookSourceOut, tags=["webhook sources"])
     async def get_source(source_id: uuid.UUID, tenant: Tenant = Depends(runtime.auth)) -> WebhookSourceOut:
         async with runtime.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(webhook_sources).where(
-                        webhook_sources.c.id == source_id, webhook_sources.c.tenant_id == tenant.id
-                    )
-                )
-            ).first()
+            row = await repository.get_source(conn, tenant.id, source_id)
         if row is None:
             raise ApiError(404, "not_found", f"no webhook source {source_id}")
         return _out(row)
 
     @api.delete("/webhook-sources/{source_id}", status_code=204, tags=["webhook sources"])
     async def delete_source(source_id: uuid.UUID, tenant: Tenant = Depends(runtime.auth)) -> Response:
-        async with runtime.engine.begin() as conn:
-            gone = (
-                await conn.execute(
-                    sa.delete(webhook_sources)
-                    .where(webhook_sources.c.id == source_id, webhook_sources.c.tenant_id == tenant.id)
-                    .returning(webhook_sources.c.id)
-                )
-            ).first()
-        if gone is None:
+        if not await handlers.delete_source(runtime, directory, tenant.id, source_id):
             raise ApiError(404, "not_found", f"no webhook source {source_id}")
-        directory.sources.drop(source_id)
         return Response(status_code=204)
 
     # --- contacts ----------------------------------------------------------------------------
@@ -219,17 +182,10 @@ def build_webhook_routes(
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0),
     ) -> dict[str, Any]:
-        query = sa.select(contacts).where(contacts.c.tenant_id == tenant.id)
-        if unmapped:
-            query = query.where(contacts.c.user_id.is_(None))
         async with runtime.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    query.order_by(contacts.c.first_seen_at, contacts.c.phone_hash)
-                    .limit(limit)
-                    .offset(offset)
-                )
-            ).all()
+            rows = await repository.list_contacts(
+                conn, tenant.id, unmapped=unmapped, limit=limit, offset=offset
+            )
         return {
             "items": [
                 {
@@ -246,27 +202,11 @@ def build_webhook_routes(
     async def map_contact(
         phone: str, body: ContactIn, tenant: Tenant = Depends(runtime.auth)
     ) -> dict[str, Any]:
-        from shared.phone import InvalidPhoneNumber, normalize_e164
-
         try:
             e164 = normalize_e164(phone)
         except InvalidPhoneNumber as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
-        ph = directory.phone_hash(e164)
-        stmt = pg.insert(contacts).values(
-            tenant_id=tenant.id,
-            phone_hash=ph,
-            phone=runtime.secrets.encrypt(e164),
-            user_id=body.user_id,
-            mapped_at=sa.func.now(),
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[contacts.c.tenant_id, contacts.c.phone_hash],
-            set_={"user_id": body.user_id, "mapped_at": sa.func.now()},
-        )
-        async with runtime.engine.begin() as conn:
-            await conn.execute(stmt)
-        directory.forget_tenant(tenant.id)
+        await handlers.map_contact(runtime, directory, tenant.id, e164, body.user_id)
         return {"phone": e164, "user_id": body.user_id}
 
     @api.delete(
@@ -292,11 +232,7 @@ def build_webhook_routes(
     @api.get("/opt-out-keywords", tags=["contacts"])
     async def get_keywords(tenant: Tenant = Depends(runtime.auth)) -> dict[str, list[str]]:
         async with runtime.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(keyword_settings).where(keyword_settings.c.tenant_id == tenant.id)
-                )
-            ).first()
+            row = await repository.get_keywords(conn, tenant.id)
         return {
             "opt_out": list(row.opt_out if row else DEFAULT_OPT_OUT),
             "opt_in": list(row.opt_in if row else DEFAULT_OPT_IN),
@@ -304,22 +240,12 @@ def build_webhook_routes(
 
     @api.put("/opt-out-keywords", tags=["contacts"], summary="Set the tenant's opt-out and opt-in keywords")
     async def put_keywords(body: KeywordsIn, tenant: Tenant = Depends(runtime.auth)) -> dict[str, list[str]]:
-        opt_out = [w.strip().upper() for w in body.opt_out if keyword_form(w)]
-        opt_in = [w.strip().upper() for w in body.opt_in if keyword_form(w)]
-        clash = {keyword_form(w) for w in opt_out} & {keyword_form(w) for w in opt_in}
-        if clash:
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"a keyword cannot both opt out and opt in: {', '.join(sorted(clash))}",
+        try:
+            opt_out, opt_in = await handlers.set_keywords(
+                runtime, directory, tenant.id, body.opt_out, body.opt_in
             )
-        stmt = pg.insert(keyword_settings).values(tenant_id=tenant.id, opt_out=opt_out, opt_in=opt_in)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[keyword_settings.c.tenant_id], set_={"opt_out": opt_out, "opt_in": opt_in}
-        )
-        async with runtime.engine.begin() as conn:
-            await conn.execute(stmt)
-        directory.forget_tenant(tenant.id)
+        except KeywordClash as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from None
         return {"opt_out": opt_out, "opt_in": opt_in}
 
     # --- stats -------------------------------------------------------------------------------

@@ -30,6 +30,16 @@ class IngestSettings(HeraldSettings):
         ge=0,
         description="How long a replica keeps a webhook source, a tenant's keywords and contact map in memory.",
     )
+    sender_url: str = Field(
+        # the sender's default port (services/sender/settings.py, herald/services.py) on this host
+        default="http://127.0.0.1:8004",
+        pattern=r"^https?://",
+        description="Base URL of the sender: a webhook source's channel_id is checked there "
+        "(GET /v1/channels/{id} with the caller's key).",
+    )
+    sender_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="A channel check the sender has not answered within this time is 503."
+    )
     relay_coalesce_seconds: float = Field(
         default=0.25, ge=0, description="Webhook commits within this time wake the outbox relay once."
     )

@@ -28,13 +28,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import sqlalchemy as sa
 from prometheus_client import Counter
-from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest import normalise, verify
-from services.ingest.models import contacts, keyword_settings, rejections, webhook_sources
+from services.ingest import normalise, repository, verify
 from services.ingest.normalise import DEFAULT_KEYWORDS, Context, Fact, Keywords
 from shared.crypto import SecretBox, lookup_hash
 from shared.events import new_event
@@ -102,9 +99,7 @@ class Directory:
         if cached is not None:
             return cached if cached.provider == provider else None
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(sa.select(webhook_sources).where(webhook_sources.c.id == source_id))
-            ).first()
+            row = await repository.find_source(conn, source_id)
         if row is None:
             return None
         source = Source(
@@ -118,11 +113,7 @@ class Directory:
         if cached is not None:
             return cached
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(keyword_settings).where(keyword_settings.c.tenant_id == tenant_id)
-                )
-            ).first()
+            row = await repository.get_keywords(conn, tenant_id)
         words = Keywords.of(row.opt_out, row.opt_in) if row else DEFAULT_KEYWORDS
         self.keywords.put(tenant_id, words)
         return words
@@ -132,12 +123,7 @@ class Directory:
         if cached is not None:
             return cached
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(contacts.c.phone_hash, contacts.c.user_id).where(
-                    contacts.c.tenant_id == tenant_id, contacts.c.user_id.is_not(None)
-                )
-            )
-            mapping = {r.phone_hash: r.user_id for r in rows}
+            mapping = await repository.user_ids(conn, tenant_id)
         self.users.put(tenant_id, mapping)
         return mapping
 
@@ -243,15 +229,8 @@ class Malformed(Exception):
 
 async def record_rejection(engine: AsyncEngine, source: Source, reason: str) -> None:
     REJECTED.labels(source.provider, reason).inc()
-    stmt = pg.insert(rejections).values(
-        tenant_id=source.tenant_id, day=datetime.now(UTC).date(), reason=reason, count=1
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[rejections.c.tenant_id, rejections.c.day, rejections.c.reason],
-        set_={"count": rejections.c.count + 1},
-    )
     async with engine.begin() as conn:
-        await conn.execute(stmt)
+        await repository.count_rejection(conn, source.tenant_id, reason)
 
 
 def check(source: Source, body: bytes, headers: Mapping[str, str], *, chatwoot_skew: float) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.processes import ServiceProcess, free_port, herald_cli, wait_for
+from devtools.processes import ServiceProcess, free_port, herald_cli, ingest_env, wait_for
 from herald.services import SERVICES
 from tests.conftest import Infra
 
@@ -43,8 +43,13 @@ class Herald:
 @pytest.fixture(scope="module")
 def herald(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herald]:
     tmp = Path(tmp_path_factory.mktemp("herald"))
-    env = infra.service_env(SENDER_SENDING_LEASE_SECONDS="3", HERALD_GRACEFUL_TIMEOUT_SECONDS="10")
-    services = {name: ServiceProcess(name, free_port(), env, tmp / f"{name}.log") for name in SERVICES}
+    ports = {name: free_port() for name in SERVICES}
+    env = infra.service_env(
+        SENDER_SENDING_LEASE_SECONDS="3",
+        HERALD_GRACEFUL_TIMEOUT_SECONDS="10",
+        **ingest_env(ports["sender"]),
+    )
+    services = {name: ServiceProcess(name, ports[name], env, tmp / f"{name}.log") for name in SERVICES}
     system = Herald(infra=infra, services=services, env=env, tmp=tmp)
     for svc in services.values():
         svc.start()

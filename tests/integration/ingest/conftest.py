@@ -13,7 +13,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from devtools.fake_media import FakeMedia
+from devtools.processes import ServiceProcess, free_port
 from services.ingest.app import build
 from services.ingest.settings import IngestSettings
 from shared.crypto import SecretBox
@@ -86,8 +87,9 @@ class Ingest:
     queue: aio_pika.abc.AbstractQueue
     media: FakeMedia
     blob_dir: Path
+    #: a sandbox channel of this tenant on the real sender (a source's channel_id is checked there)
+    channel_id: uuid.UUID
     sources: dict[str, str] = field(default_factory=dict)
-    channel_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -157,9 +159,32 @@ def fake_media() -> AsyncIterator[FakeMedia]:
 
 
 @pytest.fixture(scope="session")
-async def ingest_app(infra: Infra, fake_media: FakeMedia, tmp_path_factory: pytest.TempPathFactory):
-    blob_dir = tmp_path_factory.mktemp("blobs")
-    settings = IngestSettings(
+def sender_process(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """The real sender (``herald run sender``): ingest asks it whether a channel_id is the tenant's."""
+    tmp = Path(tmp_path_factory.mktemp("ingest-sender"))
+    sender = ServiceProcess("sender", free_port(), infra.service_env(), tmp / "sender.log")
+    sender.start()
+    try:
+        sender.wait_ready(timeout=120)  # generous: the machine is shared
+        yield sender
+    finally:
+        sender.terminate()
+
+
+async def create_channel(sender: ServiceProcess, api_key: str) -> uuid.UUID:
+    """A sandbox channel of the key's tenant, created through the sender's API."""
+    async with httpx.AsyncClient(base_url=sender.url, timeout=30) as http:
+        answer = await http.post(
+            "/v1/channels",
+            json={"name": f"ingest-test-{uuid.uuid4().hex[:6]}", "provider": "sandbox"},
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+    assert answer.status_code == 201, answer.text
+    return uuid.UUID(answer.json()["id"])
+
+
+def ingest_settings(infra: Infra, fake_media: FakeMedia, blob_dir: Path, **extra: Any) -> IngestSettings:
+    return IngestSettings(
         database_url=infra.database_url,
         amqp_url=infra.amqp_url,
         environment="test",
@@ -171,7 +196,19 @@ async def ingest_app(infra: Infra, fake_media: FakeMedia, tmp_path_factory: pyte
         media_poll_seconds=0.5,
         outbox_poll_seconds=0.5,
         cache_seconds=0.0,
+        **extra,
     )
+
+
+@pytest.fixture(scope="session")
+async def ingest_app(
+    infra: Infra,
+    fake_media: FakeMedia,
+    sender_process: ServiceProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    blob_dir = tmp_path_factory.mktemp("blobs")
+    settings = ingest_settings(infra, fake_media, blob_dir, sender_url=sender_process.url)
     runtime, app = build(settings)
     async with runtime.lifespan(app):
         await asyncio.wait_for(runtime.broker_started.wait(), 30)
@@ -179,9 +216,12 @@ async def ingest_app(infra: Infra, fake_media: FakeMedia, tmp_path_factory: pyte
 
 
 @pytest.fixture
-async def ingest(infra: Infra, ingest_app, fake_media: FakeMedia) -> AsyncIterator[Ingest]:
+async def ingest(
+    infra: Infra, ingest_app, fake_media: FakeMedia, sender_process: ServiceProcess
+) -> AsyncIterator[Ingest]:
     runtime, app, blob_dir = ingest_app
     tenant, api_key = await create_tenant(runtime.engine, f"ingest-{uuid.uuid4().hex[:8]}")
+    channel_id = await create_channel(sender_process, api_key)
     connection = await aio_pika.connect(infra.amqp_url)
     channel = await connection.channel()
     exchange = await channel.get_exchange("herald.events")
@@ -190,5 +230,5 @@ async def ingest(infra: Infra, ingest_app, fake_media: FakeMedia) -> AsyncIterat
         await queue.bind(exchange, routing_key=key)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
-        yield Ingest(client, api_key, tenant.id, runtime, queue, fake_media, blob_dir)
+        yield Ingest(client, api_key, tenant.id, runtime, queue, fake_media, blob_dir, channel_id)
     await connection.close()
