@@ -4,17 +4,18 @@ Invariants:
 - One inbound message, one decision: the decision's writes (note, context), its outbox rows
   (the question, the short message) and the processed-message record commit together, so a
   redelivery sends nothing twice and a crash loses nothing.
-- An order that runs is not marked processed until its content job has finished: the job is
-  idempotent on a key derived from the order's message, so a redelivery after a crash resumes
-  the same job (no second draft), and the failure message goes out once (its id is derived
-  from the draft).
+- An order that runs is marked processed in the transaction that ends its content job: a crash
+  in between rolls the mark back and the redelivery resumes the same job (keyed on the order's
+  message: no second draft); the failure message goes out once (its id is derived from the draft).
 - Unmapped contacts (no user id) only keep notes; their orders are stored as notes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,16 @@ REPLY_NAMESPACE = uuid.UUID("9d4a8e21-6c3f-4b7a-a0d5-2e8f1c6b3a74")
 PRIORITY = 7
 DECISIONS = Counter("herald_pipeline_inbound_total", "Inbound messages by decision", ["decision"])
 log = logging.getLogger("herald.pipeline.inbound")
+#: orders running at once in this process (each holds a connection while its job runs)
+ORDER_SLOTS = 4
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _order_slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    if loop not in _slots:
+        _slots[loop] = asyncio.Semaphore(ORDER_SLOTS)
+    return _slots[loop]
 
 
 def _context(row: Any) -> policy.Context | None:
@@ -106,7 +117,7 @@ async def on_inbound(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
                 keywords = writer.keywords([n.body for n in recent], 3)
             decision = policy.decide(reply, ctx, profile, keywords, now)
             if isinstance(decision, policy.Run):
-                return decision  # rolled back: marked processed once the job has finished
+                return decision  # rolled back: ``_run_order`` marks it processed with the job
             if isinstance(decision, policy.Note):
                 if decision.drop_context:
                     await repo.delete_conversation(uow.conn, event.tenantid, user_id)
@@ -150,18 +161,23 @@ async def on_inbound(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
 
 async def _run_order(runtime: ServiceRuntime, event: CloudEvent[InboundReceived], run: policy.Run) -> None:
     """The complete order as a content job (its fields override the profile's brief); the ready
-    notice comes from the job when opted in; a failed job gets one short message."""
+    notice comes from the job when opted in; a failed job gets one short message.
+
+    The processed-message record is inserted first and committed only with the end of the job:
+    a concurrent redelivery waits on it and then finds it (no second job, no second message); a
+    crash rolls it back, so the redelivery resumes the same job (keyed on the order's message).
+    Holding the transaction costs a connection per running order: ``ORDER_SLOTS`` bounds them."""
     user_id = event.data.user_id
     assert user_id is not None
     ref = f"{event.data.provider}:{event.data.provider_message_id}"
-    draft_id = await handlers.run_content_job(
-        runtime, event.tenantid, user_id, f"order:{run.order_ref}", order=run.fields
-    )
 
-    async def close() -> None:
-        async with runtime.uow() as uow:
+    async def run_and_close() -> None:
+        async with _order_slots(), runtime.uow() as uow:
             if not await uow.mark_processed(CONSUMER, ref):
                 return
+            draft_id = await handlers.run_content_job(
+                runtime, event.tenantid, user_id, f"order:{run.order_ref}", order=run.fields
+            )
             await repo.delete_conversation(uow.conn, event.tenantid, user_id, run.order_ref)
             draft = await repo.get_draft(uow.conn, event.tenantid, draft_id)
             if draft is not None and draft.status == "failed":
@@ -171,4 +187,4 @@ async def _run_order(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
                 log.info("order failed", extra={"draft_id": str(draft_id), "error": draft.error})
             await uow.commit()
 
-    await runtime.with_db("close order", close)
+    await runtime.with_db("run order", run_and_close)
