@@ -94,18 +94,27 @@ def note_body(data: InboundReceived) -> str | None:
     return body.strip()
 
 
-async def save_note(runtime: ServiceRuntime, conn: Any, tenant_id: uuid.UUID, data: InboundReceived) -> bool:
+async def save_note(
+    runtime: ServiceRuntime,
+    conn: Any,
+    tenant_id: uuid.UUID,
+    data: InboundReceived,
+    *,
+    language: str | None = None,
+) -> bool:
     """Insert the message as a note inside the caller's transaction (the contact's earlier notes
-    become the user's). False when there is nothing to store or it was stored before."""
+    become the user's). ``language``: the user's, when the caller has read the profile already.
+    False when there is nothing to store or it was stored before."""
     body = note_body(data)
     if body is None:
         return False
     contact = phone_hash(runtime, data.from_phone)
-    language = "en"
     if data.user_id:
-        profile = await repo.get_profile(conn, tenant_id, data.user_id)
-        language = profile.language if profile else "en"
+        if language is None:
+            profile = await repo.get_profile(conn, tenant_id, data.user_id)
+            language = profile.language if profile else "en"
         await repo.adopt_contact_notes(conn, tenant_id, contact, data.user_id)
+    language = language or "en"
     stored = await repo.insert_note(
         conn,
         {

@@ -121,7 +121,8 @@ async def on_inbound(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
             if isinstance(decision, policy.Note):
                 if decision.drop_context:
                     await repo.delete_conversation(uow.conn, event.tenantid, user_id)
-                await handlers.save_note(runtime, uow.conn, event.tenantid, data)
+                language = profile.language if profile else "en"
+                await handlers.save_note(runtime, uow.conn, event.tenantid, data, language=language)
             elif isinstance(decision, policy.Ask):
                 c = decision.context
                 await repo.save_conversation(
