@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 
-from bench.first_slice import Stack, herald_stack
+from bench.first_slice import Stack, herald_stack, proc_cpu_seconds
 from devtools.database import asyncpg_dsn
 from services.pipeline import inbound
 from services.pipeline.app import build
@@ -225,6 +225,8 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
                     client, url, phone, wamid, f"Bench note {i}: the lunch rush grew again today"
                 )
 
+        pid = stack.services["pipeline"].proc.pid  # type: ignore[union-attr]
+        cpu0 = proc_cpu_seconds(pid)
         t0 = time.monotonic()
         await asyncio.gather(*(note(i) for i in range(args.notes)))
         posted = time.monotonic() - t0
@@ -236,6 +238,8 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
             120,
         )
         note_lat = [stored[k].timestamp() - s for k, s in sent_at.items() if k in stored]
+        note_cpu = (proc_cpu_seconds(pid) - cpu0) / max(1, len(stored))
+        stored_span = (max(stored.values()) - min(stored.values())).total_seconds() if stored else math.nan
         hops = await stages(db, sent_at, stored=stored)
         say(f"notes: {len(stored)}/{len(sent_at)} stored")
 
@@ -281,7 +285,10 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
 
     print(f"pipeline inbound ({stack.kind} infra, {args.users} users, concurrency {args.concurrency})")
     print(f"  inbound note → stored     : {len(note_lat)}/{args.notes} stored; {dist(note_lat)}")
-    print(f"                              ({args.notes / posted:.0f} webhooks/s posted)")
+    print(
+        f"                              ({args.notes / posted:.0f} webhooks/s posted, "
+        f"{len(note_lat) / stored_span:.0f} notes/s stored; pipeline process {note_cpu * 1000:.1f} ms CPU per note)"
+    )
     for name, values in hops.items():
         print(f"      {name:<40}: {dist(values)}")
     print(
