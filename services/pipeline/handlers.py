@@ -348,11 +348,15 @@ async def record_notice_status(runtime: ServiceRuntime, event: CloudEvent[Messag
     sender reports every message) match no draft and change nothing. Idempotent."""
     d = event.data
     draft_id = None
-    if d.correlation_id and d.correlation_id.startswith("draft:"):
+    if d.correlation_id:
+        # the sender reports every message with the correlation id it was requested with: one
+        # that does not name a draft is not a notice, and costs no query
+        if not d.correlation_id.startswith("draft:"):
+            return False
         try:
             draft_id = uuid.UUID(d.correlation_id.removeprefix("draft:"))
         except ValueError:
-            draft_id = None
+            return False
 
     async def apply() -> bool:
         async with runtime.uow() as uow:
