@@ -7,6 +7,8 @@ Invariants:
 - An order that runs is marked processed in the transaction that ends its content job: a crash
   in between rolls the mark back and the redelivery resumes the same job (keyed on the order's
   message: no second draft); the failure message goes out once (its id is derived from the draft).
+- An order whose job raises (not a database outage, which is waited out) still gets its one
+  failure message: its draft is marked failed, and nothing goes to the dead letters unheard.
 - Unmapped contacts (no user id) only keep notes; their orders are stored as notes.
 """
 
@@ -25,6 +27,7 @@ from services.pipeline import conversation as policy
 from services.pipeline import handlers, writer
 from services.pipeline import repository as repo
 from services.pipeline.orders import Choice, is_order
+from shared.db import is_transient_db_error
 from shared.events import CloudEvent, InboundReceived, MessageRequested, new_event
 from shared.service import ServiceRuntime
 
@@ -176,16 +179,32 @@ async def _run_order(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
         async with _order_slots(), runtime.uow() as uow:
             if not await uow.mark_processed(CONSUMER, ref):
                 return
-            draft_id = await handlers.run_content_job(
-                runtime, event.tenantid, user_id, f"order:{run.order_ref}", order=run.fields
-            )
+            job_key = f"order:{run.order_ref}"
+            error: str | None = None
+            try:
+                draft_id = await handlers.run_content_job(
+                    runtime, event.tenantid, user_id, job_key, order=run.fields
+                )
+            except Exception as exc:
+                if is_transient_db_error(exc):
+                    raise  # with_db waits the database out and runs this again
+                # rejected, the message would go to the dead letters and the user hear nothing
+                log.exception("the content job of an order stopped")
+                error = f"the job stopped: {type(exc).__name__}"
+                draft_id = uuid.uuid5(handlers.DRAFT_NAMESPACE, f"{event.tenantid}:{job_key}")
+                stuck = await repo.get_draft(uow.conn, event.tenantid, draft_id)
+                if stuck is not None and stuck.status == "running":
+                    await repo.update_draft(uow.conn, draft_id, status="failed", error=error)
             await repo.delete_conversation(uow.conn, event.tenantid, user_id, run.order_ref)
-            draft = await repo.get_draft(uow.conn, event.tenantid, draft_id)
-            if draft is not None and draft.status == "failed":
-                text = policy.failure_text(run.language, draft.error)
+            if error is None:
+                draft = await repo.get_draft(uow.conn, event.tenantid, draft_id)
+                if draft is not None and draft.status == "failed":
+                    error = draft.error or "failed"
+            if error is not None:
+                text = policy.failure_text(run.language, error)
                 # one failure message per draft, whichever message completed the order
                 uow.add_event(_message(event, f"failed:{draft_id}", text=text), priority=PRIORITY)
-                log.info("order failed", extra={"draft_id": str(draft_id), "error": draft.error})
+                log.info("order failed", extra={"draft_id": str(draft_id), "error": error})
             await uow.commit()
 
     await runtime.with_db("run order", run_and_close)

@@ -381,3 +381,25 @@ async def test_erasure_deletes_the_conversation(pipe: Pipe) -> None:
     await pipe.publish(new_event(erased, tenant_id=pipe.tenant_id, source="/herald/ingest"))
     await until("the conversation erased", lambda: _closed(pipe, user))
     assert (await pipe.client.get(f"/v1/profiles/{user}")).status_code == 404
+
+
+async def test_an_order_whose_job_stops_gets_one_message_and_a_failed_draft(
+    pipe: Pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job raising (what a model unavailable after its retries looks like to the policy) is
+    not a dead letter the user never hears of: one message, the draft failed, nothing else."""
+    user, phone = await pipe.user()
+
+    async def stops(*args: Any, **kwargs: Any) -> uuid.UUID:
+        raise RuntimeError("the model answered 503 after its last retry")
+
+    monkeypatch.setattr(inbound.handlers, "run_content_job", stops)
+    order = message(pipe, user, phone, "write me a LinkedIn post about our new menu")
+    await pipe.publish(order)
+    [failure] = await pipe.at_sender(phone, 1)
+    assert failure["text"] == (
+        "I couldn't write the post right now: the writing service is unavailable. "
+        "Please ask again in a few minutes."
+    )
+    assert await inbound.on_inbound(pipe.runtime, order) == "duplicate"
+    assert len(await pipe.requested(phone)) == 1
