@@ -104,6 +104,10 @@ def find_value(text: str, words: dict[str, tuple[str, ...]]) -> str | None:
     return best[1] if best else None
 
 
+#: words that end a topic without being part of it ("… sobre nossa história, tom profissional")
+_TRAILING = {"e", "and", "tom", "tone", "em", "in", "a", "com", "with", "style", "estilo"}
+
+
 def topic_of(text: str) -> str | None:
     """What the order is about: the words after "about"/"sobre", without the form words after them."""
     words = " ".join(text.split()).rstrip(" .!?")
@@ -121,7 +125,7 @@ def topic_of(text: str) -> str | None:
     while len(parts) > 1 and (
         find_value(parts[-1], LENGTH_WORDS)
         or find_value(parts[-1], TONE_WORDS)
-        or parts[-1].lower() in ("e", "and")
+        or normalize(parts[-1]) in _TRAILING
     ):
         parts.pop()
     if len(parts) > 1 and parts[0].lower() in ("o", "a", "os", "as", "the"):

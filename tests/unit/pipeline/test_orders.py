@@ -33,6 +33,23 @@ from services.pipeline.orders import Choice, Order, detect_language, match_answe
             "write a post about the new menu for Instagram, short and friendly",
             Order("en", platform="instagram", length="short", tone="friendly", topic="new menu"),
         ),
+        (
+            "cria uma postagem para o blog sobre nossa história, tom profissional",
+            Order("pt_BR", platform="blog", tone="professional", topic="nossa história"),
+        ),
+        (
+            "escreve um post sobre vendas no linkedin, curto e descontraído",
+            Order("pt_BR", platform="linkedin", length="short", tone="casual", topic="vendas"),
+        ),
+        (
+            "Faz um post pro insta sobre a promoção de sexta",
+            Order("pt_BR", platform="instagram", topic="promoção de sexta"),
+        ),
+        (
+            "Escreve um post no LinkedIn falando de liderança",
+            Order("pt_BR", platform="linkedin", topic="liderança"),
+        ),
+        ("Draft a LinkedIn post on our Q3 results", Order("en", platform="linkedin", topic="our Q3 results")),
         ("make a post on LinkedIn", Order("en", platform="linkedin")),
         ("quero um post", Order("pt_BR")),
         ("Can you please write a post", Order("en")),
