@@ -179,6 +179,8 @@ async def _run_order(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
         async with _order_slots(), runtime.uow() as uow:
             if not await uow.mark_processed(CONSUMER, ref):
                 return
+            # the user's next message waits for the job: it then finds the question closed
+            await repo.get_conversation(uow.conn, event.tenantid, user_id)
             job_key = f"order:{run.order_ref}"
             error: str | None = None
             try:
