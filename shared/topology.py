@@ -113,6 +113,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("pipeline", PacingDue),
     Subscription("pipeline", InboundReceived),
     Subscription("pipeline", UserErased),
+    Subscription("pipeline", MessageStatusChanged),
     Subscription("sender", DeliveryStatus),
     Subscription("sender", InboundReceived),
     Subscription("sender", ContactOptedOut),

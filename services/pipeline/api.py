@@ -75,6 +75,10 @@ class DraftView(BaseModel):
     error: str | None
     notice_message_id: uuid.UUID | None
     notice_requested_at: datetime | None
+    notice_status: str | None = Field(
+        default=None, description="The ready notice's delivery status: queued, sent, delivered, read, failed."
+    )
+    notice_status_at: datetime | None = None
     created_at: datetime
     steps: list[StepView] = Field(default_factory=list)
 
@@ -109,6 +113,8 @@ def _draft_view(row: Any, steps: list[Any] | None = None) -> DraftView:
         error=row.error,
         notice_message_id=row.notice_message_id,
         notice_requested_at=row.notice_requested_at,
+        notice_status=row.notice_status,
+        notice_status_at=row.notice_status_at,
         created_at=row.created_at,
         steps=[StepView.model_validate(s, from_attributes=True) for s in steps or []],
     )

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from services.pipeline import api as pipeline_api
 from services.pipeline import handlers
+from services.pipeline import inbound as conversation
 from services.pipeline.domain import DEFAULT_ORDER_RULE
 from services.pipeline.models import SCHEMA, metadata
 from services.pipeline.settings import PipelineSettings
@@ -18,6 +19,7 @@ from shared.events import (
     DraftReady,
     InboundReceived,
     MessageRequested,
+    MessageStatusChanged,
     OrderStatusChanged,
     PacingDue,
     UserErased,
@@ -67,10 +69,24 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
     inbound = subscription("pipeline", InboundReceived)
 
     @runtime.broker.subscriber(
-        inbound.queue, EVENTS, title=inbound.queue_name, description="A user wrote: store it as a note."
+        inbound.queue,
+        EVENTS,
+        title=inbound.queue_name,
+        description="A user wrote: a note (stored silently), an order, or the answer to a clarification.",
     )
     async def on_inbound(event: CloudEvent[InboundReceived]) -> None:
-        await handlers.store_note(runtime, event)
+        await conversation.on_inbound(runtime, event)
+
+    status = subscription("pipeline", MessageStatusChanged)
+
+    @runtime.broker.subscriber(
+        status.queue,
+        EVENTS,
+        title=status.queue_name,
+        description="A message changed status: a ready notice's delivery shows on its draft.",
+    )
+    async def on_message_status(event: CloudEvent[MessageStatusChanged]) -> None:
+        await handlers.record_notice_status(runtime, event)
 
     erased = subscription("pipeline", UserErased)
 

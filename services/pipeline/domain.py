@@ -1,9 +1,10 @@
-"""Notification rules: which words a domain event becomes. Pure functions."""
+"""Pure decisions: which words a domain event becomes; when a conversation context expires."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from shared.events import OrderStatusChanged
 
@@ -41,3 +42,25 @@ def humanize(status: str) -> str:
 
 def message_id_for(tenant_id: uuid.UUID, event_id: str, rule: NotificationRule) -> uuid.UUID:
     return uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{tenant_id}:{event_id}:{rule.name}")
+
+
+# --- conversation context ----------------------------------------------------------------------
+
+#: how long an open clarification waits for its answer; after that the next message starts over
+CONTEXT_TTL = timedelta(minutes=30)
+#: how many times one question is put: the first time and once more after an unmatched answer
+MAX_ASKS = 2
+
+
+def context_expires_at(now: datetime) -> datetime:
+    return now + CONTEXT_TTL
+
+
+def is_expired(expires_at: datetime, now: datetime) -> bool:
+    """An expired context is ignored: the message that finds it is classified afresh."""
+    return expires_at <= now
+
+
+def may_ask_again(attempts: int) -> bool:
+    """An unmatched answer gets the question once more; after that the context is dropped."""
+    return attempts < MAX_ASKS

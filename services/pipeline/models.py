@@ -1,4 +1,5 @@
-"""Tables of the pipeline's own schema: profiles, notes, drafts and the recorded steps of each job."""
+"""Tables of the pipeline's own schema: profiles, notes, drafts, the recorded steps of each job and
+the open conversation (clarification) of each user."""
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -60,10 +61,14 @@ drafts = sa.Table(
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("notice_message_id", pg.UUID(as_uuid=True), nullable=True),
     sa.Column("notice_requested_at", sa.DateTime(timezone=True), nullable=True),
+    # the ready notice's delivery status as the sender reports it (message.status)
+    sa.Column("notice_status", sa.Text(), nullable=True),
+    sa.Column("notice_status_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
     sa.UniqueConstraint("tenant_id", "job_key", name="uq_drafts_job"),
     sa.Index("ix_drafts_user", "tenant_id", "user_id", "created_at"),
+    sa.Index("ix_drafts_notice", "notice_message_id"),
 )
 
 draft_steps = sa.Table(
@@ -81,4 +86,21 @@ draft_steps = sa.Table(
     sa.Column("tokens", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("output", pg.JSONB(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
+)
+
+#: one open clarification per user: which field was asked, what the order already says, the
+#: choices offered (to match the answer), how often it was asked, and until when it is open
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("user_id", sa.Text(), primary_key=True),
+    sa.Column("field", sa.Text(), nullable=False),
+    sa.Column("known", pg.JSONB(), nullable=False),
+    sa.Column("choices", pg.JSONB(), nullable=False),
+    sa.Column("language", sa.Text(), nullable=False),
+    sa.Column("attempts", sa.SmallInteger(), nullable=False),
+    sa.Column("order_ref", sa.Text(), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
 )

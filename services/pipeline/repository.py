@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.pipeline.models import conversations as cv
 from services.pipeline.models import draft_steps as ds
 from services.pipeline.models import drafts as dr
 from services.pipeline.models import notes as nt
@@ -155,16 +156,69 @@ async def record_step(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(q.on_conflict_do_update(index_elements=[ds.c.draft_id, ds.c.agent], set_=set_))
 
 
+async def record_notice_status(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    message_id: uuid.UUID,
+    draft_id: uuid.UUID | None,
+    status: str,
+    at: datetime,
+) -> bool:
+    """The ready notice's delivery status, found by its message id (or the draft named by the
+    correlation id). Statuses arrive out of order: only a later one replaces what is shown."""
+    match = dr.c.notice_message_id == message_id
+    if draft_id is not None:
+        match = sa.or_(match, sa.and_(dr.c.id == draft_id, dr.c.notice_message_id.is_not(None)))
+    q = (
+        sa.update(dr)
+        .where(dr.c.tenant_id == tenant_id, match)
+        .where(sa.or_(dr.c.notice_status_at.is_(None), dr.c.notice_status_at <= at))
+        .values(notice_status=status, notice_status_at=at)
+    )
+    return bool((await conn.execute(q)).rowcount)
+
+
+# --- conversation context ----------------------------------------------------------------------
+
+
+async def get_conversation(conn: AsyncConnection, tenant_id: uuid.UUID, user_id: str) -> Row[Any] | None:
+    """The user's open clarification, locked: two messages of one user are decided one at a time."""
+    q = sa.select(cv).where(cv.c.tenant_id == tenant_id, cv.c.user_id == user_id).with_for_update()
+    return (await conn.execute(q)).first()
+
+
+async def save_conversation(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    q = pg.insert(cv).values(**values)
+    changes = {k: v for k, v in values.items() if k not in ("tenant_id", "user_id")}
+    await conn.execute(
+        q.on_conflict_do_update(
+            index_elements=[cv.c.tenant_id, cv.c.user_id], set_={**changes, "updated_at": sa.func.now()}
+        )
+    )
+
+
+async def delete_conversation(
+    conn: AsyncConnection, tenant_id: uuid.UUID, user_id: str, order_ref: str | None = None
+) -> None:
+    """Close the user's clarification (only the one of ``order_ref`` when given)."""
+    q = sa.delete(cv).where(cv.c.tenant_id == tenant_id, cv.c.user_id == user_id)
+    if order_ref is not None:
+        q = q.where(cv.c.order_ref == order_ref)
+    await conn.execute(q)
+
+
 # --- erasure -----------------------------------------------------------------------------------
 
 
 async def erase_user(conn: AsyncConnection, user_id: str, contact_hashes: list[str]) -> int:
-    """Every note, draft (with its steps) and profile of the user, in every tenant. Idempotent."""
+    """Every note, draft (with its steps), conversation and profile of the user, in every tenant.
+    Idempotent."""
     n = 0
     cond = nt.c.user_id == user_id
     if contact_hashes:
         cond = sa.or_(cond, nt.c.contact_hash.in_(contact_hashes))
     n += (await conn.execute(sa.delete(nt).where(cond))).rowcount or 0
     n += (await conn.execute(sa.delete(dr).where(dr.c.user_id == user_id))).rowcount or 0
+    n += (await conn.execute(sa.delete(cv).where(cv.c.user_id == user_id))).rowcount or 0
     n += (await conn.execute(sa.delete(pf).where(pf.c.user_id == user_id))).rowcount or 0
     return n
