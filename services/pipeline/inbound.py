@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from services.pipeline import conversation as policy
-from services.pipeline import handlers, writer
+from services.pipeline import handlers, jobs, writer
 from services.pipeline import repository as repo
 from services.pipeline.orders import Choice, is_order
 from shared.db import is_transient_db_error
@@ -193,7 +193,7 @@ async def _run_order(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
                 # rejected, the message would go to the dead letters and the user hear nothing
                 log.exception("the content job of an order stopped")
                 error = f"the job stopped: {type(exc).__name__}"
-                draft_id = uuid.uuid5(handlers.DRAFT_NAMESPACE, f"{event.tenantid}:{job_key}")
+                draft_id = jobs.draft_id_for(event.tenantid, job_key)
                 stuck = await repo.get_draft(uow.conn, event.tenantid, draft_id)
                 if stuck is not None and stuck.status == "running":
                     await repo.update_draft(uow.conn, draft_id, status="failed", error=error)
