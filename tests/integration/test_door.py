@@ -24,6 +24,7 @@ from tests.integration.ingest.conftest import (  # noqa: F401  (fixtures)
     fake_media,
     ingest,
     ingest_app,
+    sender_process,
 )
 
 DEEP = b"[" * 5000 + b"]" * 5000

@@ -158,9 +158,13 @@ def fake_media() -> AsyncIterator[FakeMedia]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sender_process(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """The real sender (``herald run sender``): ingest asks it whether a channel_id is the tenant's."""
+    """The real sender (``herald run sender``): ingest asks it whether a channel_id is the tenant's.
+
+    Per module, not per session: a live sender works on the shared test database and broker (its
+    relay publishes the sender outbox's rows, it consumes ``message.requested``), so it must be gone
+    before the suites that own those run."""
     tmp = Path(tmp_path_factory.mktemp("ingest-sender"))
     sender = ServiceProcess("sender", free_port(), infra.service_env(), tmp / "sender.log")
     sender.start()
@@ -200,7 +204,7 @@ def ingest_settings(infra: Infra, fake_media: FakeMedia, blob_dir: Path, **extra
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def ingest_app(
     infra: Infra,
     fake_media: FakeMedia,
