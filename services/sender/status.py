@@ -21,6 +21,7 @@ from sqlalchemy.sql import ClauseElement
 from services.sender import repository as repo
 from shared.db import UnitOfWork
 from shared.events import CloudEvent, MessageStatusChanged, new_event, utcnow
+from shared.topology import routing_key
 
 SOURCE = "/herald/sender"
 
@@ -55,6 +56,11 @@ class Change:
     def id(self) -> uuid.UUID:
         return self.message["id"]
 
+    @property
+    def routing_key(self) -> str:
+        """``message.status.v1.<origin>``: a consumer binds to the origins it cares about."""
+        return routing_key(MessageStatusChanged, self.message.get("origin"))
+
     def columns(self, now: datetime) -> dict[str, Any]:
         cols: dict[str, Any] = {
             "status": self.status,
@@ -83,6 +89,7 @@ class Change:
                 provider_message_id=self.provider_message_id,
                 channel_id=m.get("channel_id"),
                 correlation_id=m.get("correlation_id"),
+                origin=m.get("origin"),
             ),
             tenant_id=m["tenant_id"],
             source=SOURCE,
@@ -129,4 +136,4 @@ async def record(uow: UnitOfWork, changes: Sequence[Change], *, inserted: bool =
         [{"message_id": c.id, "status": c.status, "reason": c.reason, "at": c.at or now} for c in changes],
     )
     for c in changes:
-        uow.add_event(c.event(now))
+        uow.add_event(c.event(now), routing_key=c.routing_key)
