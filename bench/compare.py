@@ -36,7 +36,10 @@ def figures(output: str) -> dict[str, list[float]]:
         if not NUMBER.search(line) or line.startswith(("logs kept", "could not")):
             continue
         key = NUMBER.sub("#", line)
-        out.setdefault(key, [float(n.replace(",", "")) for n in NUMBER.findall(line)])
+        seen = sum(1 for k in out if k == key or k.startswith(key + " [#"))
+        if seen:  # the same line for another case (bench.pacing: one per rate): keep each
+            key = f"{key} [#{seen + 1}]"
+        out[key] = [float(n.replace(",", "")) for n in NUMBER.findall(line)]
     return out
 
 
