@@ -82,10 +82,14 @@ def main() -> int:
     for r in range(opts.rounds):
         b, h = results[2 * r][1], results[2 * r + 1][1]
         print(f"\nround {r + 1}")
+        for key in b.keys() - h.keys():  # a line the head no longer prints (a figure went away)
+            print(f"  base only: {key}  {b[key]}")
         for key, hv in h.items():
             bv = b.get(key)
             if bv is None or len(bv) != len(hv):
                 print(f"  head only: {key}  {hv}")
+                if bv is not None:
+                    print(f"  base only: {key}  {bv}")
                 continue
             ratios = ", ".join(
                 f"{x:g}/{y:g}={x / y:.2f}" if y else f"{x:g}/{y:g}" for x, y in zip(hv, bv, strict=True)
