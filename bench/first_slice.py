@@ -45,7 +45,7 @@ import httpx
 
 from devtools.database import asyncpg_dsn, create_migrated_database, drop_database
 from devtools.infra import resolve_infra
-from devtools.processes import ServiceProcess, free_port, herald_cli, herald_env
+from devtools.processes import ServiceProcess, free_port, herald_cli, herald_env, ingest_env
 from herald.services import SERVICES
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1123,7 +1123,14 @@ def herald_stack(
         db_name, db_url = create_migrated_database(urls.database_url, "herald_bench")
         say(f"infra: {urls.kind} ready in {infra_s:.1f} s; database {db_name} (migrated)")
         env = herald_env(db_url, urls.amqp_url, HERALD_LOG_LEVEL=log_level, **(extra_env or {}))
-        services = {name: ServiceProcess(name, free_port(), env, logs / f"{name}.log") for name in SERVICES}
+        ports = {name: free_port() for name in SERVICES}
+        # ingest checks a webhook source's channel_id with the sender: tell it where that runs
+        envs = {
+            name: {**env, **ingest_env(ports["sender"])} if name == "ingest" else env for name in SERVICES
+        }
+        services = {
+            name: ServiceProcess(name, ports[name], envs[name], logs / f"{name}.log") for name in SERVICES
+        }
         say("services: starting " + ", ".join(f"{n} :{s.port}" for n, s in services.items()))
         for svc in services.values():
             svc.start()
