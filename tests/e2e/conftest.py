@@ -1,4 +1,9 @@
-"""The four services as real processes (``herald run …``), against the session's infrastructure."""
+"""The four services as real processes (``herald run …``), against the session's infrastructure.
+
+Every e2e module gets a database of its own (the ``infra`` fixture below overrides the session's):
+service processes work on everything their database holds — queued messages, due schedules, open
+conversations another module left — so a module sharing one would pay for the leftovers of all
+the suites before it, and its timings would depend on the order the suite ran in."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.database import create_migrated_database, drop_database
 from devtools.processes import ServiceProcess, free_port, herald_cli, ingest_env, wait_for
 from herald.services import SERVICES
 from tests.conftest import Infra
@@ -38,6 +44,16 @@ class Herald:
         for svc in self.services.values():
             if svc.proc is not None and svc.proc.poll() is None:
                 svc.terminate()
+
+
+@pytest.fixture(scope="module")
+def infra(infra: Infra) -> Iterator[Infra]:
+    """The session's broker and PostgreSQL server, with a freshly migrated database for this module."""
+    name, url = create_migrated_database(infra.database_url, "herald_e2e")
+    try:
+        yield Infra(database_url=url, amqp_url=infra.amqp_url, handle=infra.handle)
+    finally:
+        drop_database(infra.database_url, name)
 
 
 @pytest.fixture(scope="module")
