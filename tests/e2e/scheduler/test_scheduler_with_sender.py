@@ -38,7 +38,7 @@ def test_recurring_message_is_sent_and_its_history_shows_the_delivery(herald: He
         return items if items and items[0]["delivery_status"] in ("sent", "delivered", "read") else None
 
     items = wait_for(
-        history, 20, "the first occurrence's delivery status in the history", herald.services["scheduler"]
+        history, 90, "the first occurrence's delivery status in the history", herald.services["scheduler"]
     )
     assert [(h["status"], h["message_id"]) for h in items] == [("published", first_message)]
     message = sender.get(f"/v1/messages/{first_message}").json()
