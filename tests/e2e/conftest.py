@@ -7,17 +7,20 @@ the suites before it, and its timings would depend on the order the suite ran in
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aio_pika
 import httpx
 import pytest
 
 from devtools.database import create_migrated_database, drop_database
 from devtools.processes import ServiceProcess, free_port, herald_cli, ingest_env, wait_for
 from herald.services import SERVICES
+from shared.topology import SUBSCRIPTIONS
 from tests.conftest import Infra
 
 __all__ = ["Herald", "ServiceProcess", "herald_cli", "wait_for"]
@@ -46,10 +49,31 @@ class Herald:
                 svc.terminate()
 
 
+async def purge_service_queues(amqp_url: str) -> None:
+    """Empty the services' durable queues: what earlier suites published and nobody consumed
+    (inbound events, statuses, requests of tenants whose database is gone) would otherwise be
+    worked through by this module's processes while its tests run."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        for sub in SUBSCRIPTIONS:
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(sub.queue_name, passive=True)
+                await queue.purge()
+            except aio_pika.exceptions.ChannelClosed:
+                pass  # not declared yet: nothing to purge
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    finally:
+        await connection.close()
+
+
 @pytest.fixture(scope="module")
 def infra(infra: Infra) -> Iterator[Infra]:
     """The session's broker and PostgreSQL server, with a freshly migrated database for this module."""
     name, url = create_migrated_database(infra.database_url, "herald_e2e")
+    asyncio.run(purge_service_queues(infra.amqp_url))
     try:
         yield Infra(database_url=url, amqp_url=infra.amqp_url, handle=infra.handle)
     finally:
