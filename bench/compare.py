@@ -36,7 +36,10 @@ def figures(output: str) -> dict[str, list[float]]:
         if not NUMBER.search(line) or line.startswith(("logs kept", "could not")):
             continue
         key = NUMBER.sub("#", line)
-        out.setdefault(key, [float(n.replace(",", "")) for n in NUMBER.findall(line)])
+        seen = sum(1 for k in out if k == key or k.startswith(key + " [#"))
+        if seen:  # the same line for another case (bench.pacing: one per rate): keep each
+            key = f"{key} [#{seen + 1}]"
+        out[key] = [float(n.replace(",", "")) for n in NUMBER.findall(line)]
     return out
 
 
@@ -79,10 +82,14 @@ def main() -> int:
     for r in range(opts.rounds):
         b, h = results[2 * r][1], results[2 * r + 1][1]
         print(f"\nround {r + 1}")
+        for key in b.keys() - h.keys():  # a line the head no longer prints (a figure went away)
+            print(f"  base only: {key}  {b[key]}")
         for key, hv in h.items():
             bv = b.get(key)
             if bv is None or len(bv) != len(hv):
                 print(f"  head only: {key}  {hv}")
+                if bv is not None:
+                    print(f"  base only: {key}  {bv}")
                 continue
             ratios = ", ".join(
                 f"{x:g}/{y:g}={x / y:.2f}" if y else f"{x:g}/{y:g}" for x, y in zip(hv, bv, strict=True)

@@ -370,7 +370,7 @@ async def relay_line(conn: asyncpg.Connection, schemas: tuple[str, ...], since: 
     for schema in schemas:
         row = await conn.fetchrow(
             f"""SELECT count(*) AS n, count(published_at) AS published, max(published_at) AS last,
-                       count(*) FILTER (WHERE routing_key = 'message.status.v1') AS status_events
+                       count(*) FILTER (WHERE routing_key LIKE 'message.status.v1%') AS status_events
                 FROM {schema}.outbox WHERE created_at >= $1""",
             since,
         )

@@ -114,12 +114,15 @@ class UnitOfWork:
             if self._conn is not None:
                 await self._conn.close()
 
-    def add_event(self, event: CloudEvent[Any], *, priority: int | None = None) -> None:
-        """Queue ``event`` to be written to the outbox at commit."""
+    def add_event(
+        self, event: CloudEvent[Any], *, priority: int | None = None, routing_key: str | None = None
+    ) -> None:
+        """Queue ``event`` to be written to the outbox at commit; ``routing_key`` defaults to the
+        event type (``shared.topology.routing_key`` for the events routed by origin)."""
         self._pending.append(
             {
                 "event_id": event.id,
-                "routing_key": event.type,
+                "routing_key": routing_key or event.type,
                 "body": event.model_dump_json().encode(),
                 "priority": priority,
             }

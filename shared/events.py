@@ -212,6 +212,11 @@ class MessageStatusChanged(EventData):
     provider_message_id: str | None = None
     channel_id: uuid.UUID | None = None
     correlation_id: str | None = None
+    origin: str | None = Field(
+        default=None,
+        description="Who asked for the message (api, scheduler, pipeline, …); also the last word of "
+        "the routing key, so a consumer can bind to one origin's statuses.",
+    )
 
 
 # --- inbound, from providers through ingest ---------------------------------------------

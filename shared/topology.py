@@ -1,6 +1,10 @@
 """RabbitMQ topology, declared once and imported by every service.
 
-- ``herald.events``: durable topic exchange; routing key = versioned event type.
+- ``herald.events``: durable topic exchange; routing key = versioned event type, plus, for the
+  events in ``BY_ORIGIN`` (``message.status``), one more word: the origin of the message it is
+  about (``message.status.v1.scheduler``). A subscription to such an event names the origin it
+  wants, or binds ``<type>.#`` and gets every origin: a service is not handed statuses of
+  messages it never asked for (the scheduler handled every API message's three statuses).
 - ``herald.unrouted``: alternate exchange of ``herald.events``. An event no queue is bound for yet
   (a fact nobody consumes today) lands in ``herald.unrouted`` instead of being dropped or bounced:
   an operator can see it, and the outbox relay is never stuck on a message the broker returns.
@@ -62,17 +66,61 @@ UNROUTED_QUEUE = RabbitQueue(
 )
 
 
+#: events published with the origin of their message as the routing key's last word
+BY_ORIGIN: frozenset[type[EventData]] = frozenset({MessageStatusChanged})
+
+
+def origin_word(origin: str | None) -> str:
+    """``origin`` as one routing-key word: a dot would split it, ``*``/``#`` are wildcards."""
+    word = (origin or "").translate(str.maketrans(".*#", "___"))
+    return word or "unknown"
+
+
+def routing_key(event: type[EventData], origin: str | None = None) -> str:
+    """The routing key ``event`` is published with (``origin``: the message's, for BY_ORIGIN).
+    Without an origin it is the bare type, which every subscription of the type binds: an event
+    whose origin is unknown reaches every consumer rather than none."""
+    if event in BY_ORIGIN and origin is not None:
+        return f"{event.type_name()}.{origin_word(origin)}"
+    return event.type_name()
+
+
 @dataclass(frozen=True)
 class Subscription:
-    """One service's durable interest in one event type."""
+    """One service's durable interest in one event type (of one origin, when ``origin`` is set;
+    only for the events in BY_ORIGIN)."""
 
     service: str
     event: type[EventData]
     priority: bool = False
+    origin: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.origin is not None and self.event not in BY_ORIGIN:
+            raise ValueError(f"{self.event.type_name()} is not routed by origin")
 
     @property
     def queue_name(self) -> str:
         return f"{self.service}.{self.event.event_type}"
+
+    @property
+    def routing_key(self) -> str:
+        """The queue's binding: the type; for BY_ORIGIN, one origin or every one (``#``, which
+        also matches the bare type an older publisher used)."""
+        if self.event not in BY_ORIGIN:
+            return self.event.type_name()
+        if self.origin is None:
+            return f"{self.event.type_name()}.#"
+        return routing_key(self.event, self.origin)
+
+    @property
+    def extra_bindings(self) -> tuple[str, ...]:
+        """Bindings besides ``routing_key``, declared by ``declare_shared``. A one-origin
+        subscription also takes the bare type: an event of unknown origin, and what publishers
+        before the origin word wrote (rows still in an outbox while a deployment upgrades)."""
+        if self.event in BY_ORIGIN and self.origin is not None:
+            return (self.event.type_name(),)
+        return ()
 
     @property
     def queue(self) -> RabbitQueue:
@@ -85,14 +133,14 @@ class Subscription:
                 self.queue_name,
                 queue_type=QueueType.CLASSIC,
                 durable=True,
-                routing_key=self.event.type_name(),
+                routing_key=self.routing_key,
                 arguments={**dead_letter, "x-max-priority": MAX_PRIORITY},
             )
         return RabbitQueue(
             self.queue_name,
             queue_type=QueueType.QUORUM,
             durable=True,
-            routing_key=self.event.type_name(),
+            routing_key=self.routing_key,
             arguments={**dead_letter, "x-delivery-limit": DELIVERY_LIMIT},
         )
 
@@ -122,7 +170,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("scheduler", EventPublished),
     Subscription("scheduler", EventChanged),
     Subscription("scheduler", EventCancelled),
-    Subscription("scheduler", MessageStatusChanged),
+    Subscription("scheduler", MessageStatusChanged, origin="scheduler"),
 )
 
 # Event types that are part of the contract but have no consumer in this release; listed so that
@@ -141,6 +189,11 @@ async def declare_shared(broker: RabbitBroker, service: str) -> None:
     await broker.declare_exchange(DLX)
     dlq = await broker.declare_queue(dead_letter_queue(service))
     await dlq.bind(DLX_NAME, routing_key=f"{service}.#")
+    for sub in SUBSCRIPTIONS:
+        if sub.service == service and sub.extra_bindings:
+            queue = await broker.declare_queue(sub.queue)
+            for key in sub.extra_bindings:
+                await queue.bind(EVENTS_EXCHANGE_NAME, routing_key=key)
 
 
 def subscription(service: str, event: type[EventData]) -> Subscription:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -60,8 +61,29 @@ async def _insert_request(
         channel_id = await default_channel_id(sender, uow.conn, tenant_id)
     elif not channel_checked and not await repo.channel_exists(uow.conn, tenant_id, channel_id):
         failure = f"unknown channel {channel_id}: create it with POST /v1/channels or omit channel_id"
+    row = _row(sender, tenant_id, req, channel_id, failure, now)
+    if not await repo.insert_message(uow.conn, row):
+        return False
+    changes = [status.Change(row, "queued", None, at=now)]
+    if failure:
+        changes.append(status.Change(row, "failed", "queued", failure, error_code="unknown_channel", at=now))
+        CHECK_FAILURES.labels("unknown_channel").inc()
+    else:
+        await repo.notify_due(uow.conn)
+    await status.record(uow, changes, inserted=True)
+    return True
+
+
+def _row(
+    sender: Sender,
+    tenant_id: uuid.UUID,
+    req: MessageRequested,
+    channel_id: uuid.UUID,
+    failure: str | None,
+    now: datetime,
+) -> dict[str, Any]:
     content = req.resolved_content
-    row = {
+    return {
         "id": req.message_id,
         "tenant_id": tenant_id,
         "idempotency_key": req.idempotency_key,
@@ -83,16 +105,31 @@ async def _insert_request(
         "created_at": now,
         "updated_at": now,
     }
-    if not await repo.insert_message(uow.conn, row):
-        return False
-    changes = [status.Change(row, "queued", None, at=now)]
-    if failure:
-        changes.append(status.Change(row, "failed", "queued", failure, error_code="unknown_channel", at=now))
-        CHECK_FAILURES.labels("unknown_channel").inc()
-    else:
-        await repo.notify_due(uow.conn)
-    await status.record(uow, changes, inserted=True)
-    return True
+
+
+async def _accept_at_once(
+    sender: Sender, tenant_id: uuid.UUID, req: MessageRequested, *, channel_checked: bool
+) -> bool:
+    """The common case of one request in one round trip: the message, its history line and its
+    status event in one statement (``status.record_accepted``), on a connection in autocommit.
+    False when it did not apply (the id or the idempotency key exists, or the named channel
+    does not): then nothing was written, and ``request_message`` takes the general path, which
+    answers each of those cases."""
+    now = utcnow()
+    async with sender.runtime.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        channel_id = req.channel_id
+        if channel_id is None:
+            channel_id = await default_channel_id(sender, conn, tenant_id)
+        elif not channel_checked and not await repo.channel_exists(conn, tenant_id, channel_id):
+            return False
+        row = _row(sender, tenant_id, req, channel_id, None, now)
+        try:
+            return await status.record_accepted(
+                sender.runtime, conn, status.Change(row, "queued", None, at=now), row
+            )
+        except IntegrityError:
+            return False
 
 
 async def request_message(
@@ -124,6 +161,8 @@ async def request_message(
             await uow.commit()
         return Accepted(req.message_id, "queued", created=True)
 
+    if await _accept_at_once(sender, tenant_id, req, channel_checked=channel_checked):
+        return Accepted(req.message_id, "queued", created=True)
     result = await attempt()
     if result is None:
         result = await attempt()

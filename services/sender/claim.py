@@ -42,6 +42,7 @@ class Job:
     created_at: datetime
     attempts: int
     correlation_id: str | None
+    origin: str
     pair_interval: float
     recipient_hash: str
     note: str | None = None
@@ -56,6 +57,7 @@ class Job:
             "provider": self.provider,
             "channel_id": self.channel.id,
             "correlation_id": self.correlation_id,
+            "origin": self.origin,
         }
 
 
@@ -195,6 +197,7 @@ async def claim_channel(sender: Sender, uow: UnitOfWork, ch: Row[Any], now: date
                 created_at=r.created_at,
                 attempts=r.attempts + 1,
                 correlation_id=r.correlation_id,
+                origin=r.origin,
                 pair_interval=ch.pair_interval_seconds,
                 recipient_hash=r.recipient_hash,
                 note=a.note,

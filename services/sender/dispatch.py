@@ -39,6 +39,8 @@ from shared.logging import get_logger
 from shared.notify import Wakeup
 
 log = get_logger(__name__)
+#: a provider's throughput limit is counted over one second (Meta: 130429)
+THROTTLE_WINDOW = timedelta(seconds=1)
 
 
 class Dispatcher:
@@ -377,6 +379,11 @@ class Dispatcher:
             log.warning("channel paused", channel_id=label, code=code)
         if outcome.counts_against_channel:
             await self._count_channel_failure(uow, job, now)
+        if outcome.slow_channel:
+            # the provider counted more than the channel's rate within its window: no new slot
+            # for this channel until that window has passed (a burst of 130429 moves it once)
+            await repo.push_next_slot(conn, job.channel.id, now + THROTTLE_WINDOW)
+            RATE_WAITS.labels(label, "provider_throttle").inc()
 
     async def _count_channel_failure(self, uow: UnitOfWork, job: Job, now: datetime) -> None:
         s = self.settings

@@ -362,6 +362,7 @@ class FailureOutcome:
     template_status: str | None = None  # Meta's refusal tells the template's status
     pause_channel: bool = False  # token or policy error: nothing on this channel can go
     counts_against_channel: bool = False  # a transient failure: one step towards the breaker
+    slow_channel: bool = False  # the provider's throughput limit: the channel's next slot moves back
 
 
 def after_failure(
@@ -385,8 +386,11 @@ def after_failure(
     interval) doubling per attempt, and never before the pair interval lets the claim send to
     this recipient again (``pair_wait``), so the history says when the retry really happens.
     Otherwise the message fails: a dead letter (replayable) unless the recipient opted out."""
-    retryable = failure in (Failure.RETRY, Failure.RETRY_RECIPIENT)
+    retryable = failure in (Failure.RETRY, Failure.RETRY_RECIPIENT, Failure.THROTTLED)
     counts = failure is Failure.RETRY
+    # 130429 is the provider's pace, not a fault: it slows the channel (one window) instead of
+    # counting towards the breaker, whose 30 s stop it would otherwise trigger in a burst
+    slow = failure is Failure.THROTTLED
     if retryable and attempts < max_attempts:
         delay = backoff
         if failure is Failure.RETRY_RECIPIENT:
@@ -396,7 +400,7 @@ def after_failure(
         if pair_wait is not None:
             delay = max(delay, pair_wait)
         note = f"attempt {attempts}/{max_attempts} failed ({code}), retry in {delay:.1f} s: {reason}"
-        return FailureOutcome(Retry(delay, note), counts_against_channel=counts)
+        return FailureOutcome(Retry(delay, note), counts_against_channel=counts, slow_channel=slow)
     if retryable:
         reason = f"gave up after {attempts} attempts: {reason}"
     return FailureOutcome(
@@ -405,6 +409,7 @@ def after_failure(
         template_status=TEMPLATE_ERROR_STATUS.get(code) if provider == "meta" and is_template else None,
         pause_channel=failure is Failure.PAUSE_CHANNEL,
         counts_against_channel=counts,
+        slow_channel=slow,
     )
 
 

@@ -16,11 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 
 from services.sender import repository as repo
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, notify_channel
 from shared.events import CloudEvent, MessageStatusChanged, new_event, utcnow
+from shared.service import ServiceRuntime
+from shared.topology import routing_key
 
 SOURCE = "/herald/sender"
 
@@ -55,6 +58,14 @@ class Change:
     def id(self) -> uuid.UUID:
         return self.message["id"]
 
+    def history(self, now: datetime) -> dict[str, Any]:
+        return {"message_id": self.id, "status": self.status, "reason": self.reason, "at": self.at or now}
+
+    @property
+    def routing_key(self) -> str:
+        """``message.status.v1.<origin>``: a consumer binds to the origins it cares about."""
+        return routing_key(MessageStatusChanged, self.message.get("origin"))
+
     def columns(self, now: datetime) -> dict[str, Any]:
         cols: dict[str, Any] = {
             "status": self.status,
@@ -83,6 +94,7 @@ class Change:
                 provider_message_id=self.provider_message_id,
                 channel_id=m.get("channel_id"),
                 correlation_id=m.get("correlation_id"),
+                origin=m.get("origin"),
             ),
             tenant_id=m["tenant_id"],
             source=SOURCE,
@@ -124,9 +136,30 @@ async def record(uow: UnitOfWork, changes: Sequence[Change], *, inserted: bool =
                 varied.setdefault((c.previous, *sorted(c.columns(now))), []).append(c)
         for group in varied.values():
             await repo.set_status_each(uow.conn, [(c.id, c.previous, c.columns(now)) for c in group])
-    await repo.add_histories(
-        uow.conn,
-        [{"message_id": c.id, "status": c.status, "reason": c.reason, "at": c.at or now} for c in changes],
-    )
+    await repo.add_histories(uow.conn, [c.history(now) for c in changes])
     for c in changes:
-        uow.add_event(c.event(now))
+        uow.add_event(c.event(now), routing_key=c.routing_key)
+
+
+async def record_accepted(
+    runtime: ServiceRuntime, conn: AsyncConnection, change: Change, row: dict[str, Any]
+) -> bool:
+    """Acceptance of one message (``row``, inserted with ``change.status``) as one statement on
+    ``conn`` (in autocommit: its own transaction) that writes what ``record`` would: the row, its
+    history line and its ``message.status`` outbox event. False if the id or idempotency key
+    already exists (nothing written)."""
+    now = utcnow()
+    event = change.event(now)
+    return await repo.insert_queued(
+        conn,
+        row,
+        change.history(now),
+        {
+            "event_id": event.id,
+            "routing_key": change.routing_key,
+            "body": event.model_dump_json().encode(),
+            "priority": None,
+        },
+        outbox=runtime.outbox,
+        outbox_channel=notify_channel(runtime.schema),
+    )

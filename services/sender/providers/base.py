@@ -76,6 +76,7 @@ class Failure(StrEnum):
 
     RETRY = "retry"  # transient: rate limit, 5xx, timeout, connection error → backoff and retry
     RETRY_RECIPIENT = "retry_recipient"  # pair rate limit (131056): retry, slow down this recipient only
+    THROTTLED = "throttled"  # the channel's throughput limit (130429): retry, slow the channel down
     PERMANENT = "permanent"  # invalid number, template missing, unsupported kind… → fail now
     OPTED_OUT = "opted_out"  # the recipient opted out of marketing (131050): fail and record the opt-out
     PAUSE_CHANNEL = "pause_channel"  # bad token (190), policy block (368): fail now and pause the channel
@@ -106,7 +107,7 @@ class ProviderError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.failure in (Failure.RETRY, Failure.RETRY_RECIPIENT)
+        return self.failure in (Failure.RETRY, Failure.RETRY_RECIPIENT, Failure.THROTTLED)
 
 
 class LookupUnsupported(Exception):

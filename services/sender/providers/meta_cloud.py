@@ -79,6 +79,8 @@ TITLES: dict[int, str] = {
 
 def classify(code: int | None, http_status: int | None) -> Failure:
     if code is not None:
+        if code == 130429:
+            return Failure.THROTTLED
         if code in RETRY_CODES:
             return Failure.RETRY
         if code == 131056:

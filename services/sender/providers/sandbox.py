@@ -27,7 +27,9 @@ class SandboxProvider:
 
     async def send(self, channel: ChannelConfig, message: Outbound) -> SendResult:
         provider_message_id = f"sandbox.{uuid.uuid4().hex}"
-        async with self._engine.begin() as conn:
+        # one INSERT is its own transaction: autocommit saves the BEGIN and COMMIT round trips
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(
                 sa.insert(sandbox_messages).values(
                     tenant_id=message.tenant_id,

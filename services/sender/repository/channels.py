@@ -84,6 +84,15 @@ async def update_channel(conn: AsyncConnection, channel_id: uuid.UUID, **values:
     await conn.execute(sa.update(channels).where(channels.c.id == channel_id).values(**values))
 
 
+async def push_next_slot(conn: AsyncConnection, channel_id: uuid.UUID, at: datetime) -> None:
+    """No slot of the channel before ``at`` (slots already later stay)."""
+    await conn.execute(
+        sa.update(channels)
+        .where(channels.c.id == channel_id)
+        .values(next_slot=sa.func.greatest(sa.func.coalesce(channels.c.next_slot, at), at))
+    )
+
+
 async def unset_other_defaults(conn: AsyncConnection, tenant_id: uuid.UUID, keep: uuid.UUID) -> None:
     await conn.execute(
         sa.update(channels)

@@ -247,3 +247,53 @@ async def lock_dead_letters(
             )
         ).all()
     )
+
+
+async def insert_queued(
+    conn: AsyncConnection,
+    row: dict[str, Any],
+    history: dict[str, Any],
+    event: dict[str, Any],
+    *,
+    outbox: sa.Table,
+    outbox_channel: str,
+) -> bool:
+    """Accept one message in one statement: the row (unless its id or the tenant's idempotency
+    key exists), its history line, its outbox event, and the NOTIFYs that wake the dispatchers
+    and the relay. True if inserted; then all of it was written, else none of it.
+
+    On a connection in autocommit the statement is its own transaction: one round trip instead
+    of eight (BEGIN, insert, notify, history, outbox, notify, COMMIT). The history and outbox
+    rows select from the inserted row, so a conflict writes neither, and the NOTIFYs are
+    delivered at its commit, when the rows are visible."""
+    m = pg.insert(messages).values(**row).on_conflict_do_nothing().returning(messages.c.id).cte("m")
+    h = (
+        sa.insert(message_history)
+        .from_select(
+            ["message_id", "status", "reason", "at"],
+            sa.select(
+                m.c.id,
+                sa.literal(history["status"], sa.Text),
+                sa.literal(history["reason"], sa.Text),
+                sa.literal(history["at"], sa.DateTime(timezone=True)),
+            ),
+        )
+        .cte("h")
+    )
+    o = (
+        sa.insert(outbox)
+        .from_select(
+            ["event_id", "routing_key", "body", "priority"],
+            sa.select(
+                sa.literal(event["event_id"], sa.Text),
+                sa.literal(event["routing_key"], sa.Text),
+                sa.literal(event["body"], sa.LargeBinary),
+                sa.literal(event["priority"], sa.SmallInteger),
+            ).select_from(m),
+        )
+        .cte("o")
+    )
+    stmt = sa.select(
+        m.c.id, sa.func.pg_notify(DUE_CHANNEL, ""), sa.func.pg_notify(outbox_channel, "")
+    ).add_cte(h, o)
+    return (await conn.execute(stmt)).first() is not None

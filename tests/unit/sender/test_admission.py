@@ -120,6 +120,16 @@ def test_a_half_open_breaker_takes_one_probe():
     assert domain.claim_quota(consecutive_failures=4, breaker_threshold=5, **args) == 20
 
 
+def test_the_providers_throughput_limit_slows_the_channel_instead_of_tripping_the_breaker():
+    kw = dict(code="130429", reason="meta: throughput", max_attempts=5, backoff=1.5)
+    out = domain.after_failure(Failure.THROTTLED, attempts=1, **kw)
+    assert isinstance(out.decision, Retry) and out.decision.delay == 1.5
+    assert out.slow_channel and not out.counts_against_channel and not out.pause_channel
+    out = domain.after_failure(Failure.THROTTLED, attempts=5, **kw)
+    assert out.decision == GiveUp("gave up after 5 attempts: meta: throughput", dead_letter=True)
+    assert not domain.after_failure(Failure.RETRY, attempts=1, **kw).slow_channel
+
+
 def test_a_transient_failure_retries_with_backoff_then_gives_up_as_a_dead_letter():
     kw = dict(code="503", reason="meta: unavailable", max_attempts=5, backoff=1.5)
     out = domain.after_failure(Failure.RETRY, attempts=2, **kw)

@@ -47,7 +47,7 @@ def test_slot_quota_reserves_only_the_slots_inside_the_horizon():
 @pytest.mark.parametrize(
     ("code", "http", "failure"),
     [
-        (130429, 400, Failure.RETRY),
+        (130429, 400, Failure.THROTTLED),
         (80007, 400, Failure.RETRY),
         (131000, 500, Failure.RETRY),
         (131056, 400, Failure.RETRY_RECIPIENT),
