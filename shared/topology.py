@@ -161,7 +161,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("pipeline", PacingDue),
     Subscription("pipeline", InboundReceived),
     Subscription("pipeline", UserErased),
-    Subscription("pipeline", MessageStatusChanged),
+    Subscription("pipeline", MessageStatusChanged, origin="pipeline"),
     Subscription("sender", DeliveryStatus),
     Subscription("sender", InboundReceived),
     Subscription("sender", ContactOptedOut),

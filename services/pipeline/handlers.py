@@ -153,13 +153,14 @@ async def on_pacing_due(runtime: ServiceRuntime, event: CloudEvent[PacingDue]) -
 
 
 async def record_notice_status(runtime: ServiceRuntime, event: CloudEvent[MessageStatusChanged]) -> bool:
-    """``message.status`` of a ready notice → the draft shows it. Other messages' statuses (the
-    sender reports every message) match no draft and change nothing. Idempotent."""
+    """``message.status`` of a ready notice → the draft shows it. The queue is bound to statuses of
+    messages the pipeline asked for (origin ``pipeline``, see ``shared.topology``); those that are
+    not notices (clarifications, failure messages) match no draft and change nothing. Idempotent."""
     d = event.data
     draft_id = None
     if d.correlation_id:
-        # the sender reports every message with the correlation id it was requested with: one
-        # that does not name a draft is not a notice, and costs no query
+        # the sender reports a message with the correlation id it was requested with: one that
+        # does not name a draft is not a notice, and costs no query
         if not d.correlation_id.startswith("draft:"):
             return False
         try:
