@@ -100,6 +100,14 @@ class TemplateContent(_Part):
     header: TemplateHeader | None = None
     body_params: list[str] = Field(default_factory=list, max_length=100)
     buttons: list[TemplateButton] = Field(default_factory=list, max_length=10)
+    #: named variables (``{"attendee_name": "Ana"}``) instead of positional ``body_params``: the
+    #: sender maps them onto the catalogue template's parameters in the template's own order
+    variables: dict[str, str] | None = Field(
+        default=None,
+        max_length=100,
+        description="Named variables of a template in Herald's catalogue; the sender maps them onto "
+        "the template's parameters in its own order. Give either these or body_params.",
+    )
 
 
 class ReplyButton(_Part):
