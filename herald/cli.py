@@ -7,12 +7,18 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from herald.services import SERVICES
-from shared.settings import HeraldSettings
+
+if TYPE_CHECKING:
+    from shared.settings import HeraldSettings
 
 
 def _settings() -> HeraldSettings:
+    # imported here: pydantic-settings costs the operator commands (HTTP only) most of their start-up
+    from shared.settings import HeraldSettings
+
     return HeraldSettings()
 
 
