@@ -169,6 +169,9 @@ def cmd_show(args: argparse.Namespace, client: Client) -> int:
         emit_json(message)
         return OK
     shown = dict(message)
+    shown["created_at"], shown["updated_at"] = when(message["created_at"]), when(message["updated_at"])
+    if message.get("text") and (message.get("content") or {}).get("kind") == "text":
+        shown["content"] = None  # the text shorthand's own content: the text again
     if waiting(message):
         shown["waiting"] = waiting(message)
     names = [n for n in SHOWN if shown.get(n) is not None or n in ("status", "to")]

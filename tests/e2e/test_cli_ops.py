@@ -295,6 +295,12 @@ def test_dead_letters_list_and_replay(herald: Herald, key: str, shell, fake_meta
     assert f"no dead letter {message_id}" in again.stderr
     assert herald_ops(shell, "dead-letters", "replay").returncode == 2, "neither ids nor a filter"
 
+    httpx.post(f"{fake_meta}/_fake/errors", json={"code": 131026, "count": 1}, timeout=5).raise_for_status()
+    second = ok_json(shell, "send", PHONE, "--template", "order_update", "--channel", channel_id)["id"]
+    wait_status(shell, second, "failed")
+    assert ok_json(shell, "dead-letters", "replay", "--all") == {"replayed": [second]}
+    wait_status(shell, second, "sent")
+
 
 # --- schedules --------------------------------------------------------------------------------
 
