@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from devtools.processes import REPO, free_port
+from devtools.up import write_env_file
 from tests.e2e.conftest import Herald, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -151,6 +153,29 @@ def sandbox_channel(herald: Herald, key: str) -> dict[str, Any]:
     return created.json()
 
 
+def test_a_second_shell_finds_the_stack_through_what_make_up_wrote(
+    herald: Herald, key: str, shell: dict[str, str], tmp_path: Path
+) -> None:
+    urls = {name: svc.url for name, svc in herald.services.items()}
+    write_env_file(tmp_path / ".herald" / "env", {"HERALD_ENVIRONMENT": "development"}, key, urls)
+    folder = tmp_path / "some" / "folder"
+    folder.mkdir(parents=True)
+    bare = {k: v for k, v in shell.items() if not k.startswith("HERALD_")}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "herald.cli", "channels", "list", "--json"],
+        cwd=folder,
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "items" in json.loads(done.stdout)
+
+
 # --- send, messages ---------------------------------------------------------------------------
 
 
@@ -209,6 +234,10 @@ def test_tail_prints_a_status_change_while_it_happens(herald: Herald, key: str, 
     assert followed.proc.wait(30) == 0, followed.proc.stderr.read() if followed.proc.stderr else ""
     assert line.split()[2] == message_id
     everything.until(message_id, "sent")
+
+    everything.proc.send_signal(signal.SIGINT)  # Ctrl-C: a quiet stop, with its own exit code
+    assert everything.proc.wait(30) == 130
+    assert "Traceback" not in (everything.proc.stderr.read() if everything.proc.stderr else "")
 
 
 def test_tail_json_is_one_object_per_line(shell: dict[str, str], tail_process) -> None:
