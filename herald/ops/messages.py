@@ -109,10 +109,12 @@ def cmd_send(args: argparse.Namespace, client: Client) -> int:
     code = OK
     last: dict[str, Any] = {}
     for event in follow(client, [accepted["id"]], args.wait, args.interval, args.timeout):
+        if "exit" in event:
+            code = ended(event)
+            continue
         last = event["message"]
         if not args.json:
             say(event_line(event))
-        code = event.get("exit", code)
     if args.json:
         emit_json(last)
     return code
@@ -195,6 +197,13 @@ def event_line(event: dict[str, Any]) -> str:
     return "  ".join(p for p in parts if p).rstrip()
 
 
+def ended(event: dict[str, Any]) -> int:
+    """A followed message that will not reach the awaited status: say so, return the exit code."""
+    code = f" ({event['error_code']})" if event.get("error_code") else ""
+    error(f"{event['id']} failed{code}: {event.get('reason') or 'no reason given'}")
+    return int(event["exit"])
+
+
 def _poll(fetch: Callable[[], Any], first: bool) -> Any:
     """One poll; after the first, an unreachable or failing service is waited out, not fatal."""
     try:
@@ -238,7 +247,12 @@ def follow(
             if until and (reached(message["status"], until) or message["status"] == "failed"):
                 done.add(message_id)
                 if message["status"] == "failed" and until != "failed":
-                    yield {**_end(message, f"{message['id']} failed"), "exit": FAILED}
+                    yield {
+                        "exit": FAILED,
+                        "id": message["id"],
+                        "error_code": message.get("error_code"),
+                        "reason": message.get("status_reason"),
+                    }
         first = False
         if until and len(done) == len(ids):
             return
@@ -247,11 +261,6 @@ def follow(
                 raise OpsError(f"timed out after {timeout:g}s waiting for {until}", TIMED_OUT)
             return
         time.sleep(interval)
-
-
-def _end(message: dict[str, Any], reason: str) -> dict[str, Any]:
-    return {"id": message["id"], "at": message["updated_at"], "status": message["status"], "reason": reason,
-            "to": message["to"], "message": message, "was": None}  # fmt: skip
 
 
 def watch_all(client: Client, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
@@ -298,8 +307,9 @@ def cmd_tail(args: argparse.Namespace, client: Client) -> int:
     )
     code = OK
     for event in events:
-        code = event.get("exit", code)
-        if args.json:
+        if "exit" in event:
+            code = ended(event)
+        elif args.json:
             print(json.dumps({k: v for k, v in event.items() if k != "message"}), flush=True)
         else:
             say(event_line(event))

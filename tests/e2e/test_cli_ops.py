@@ -297,9 +297,21 @@ def test_dead_letters_list_and_replay(herald: Herald, key: str, shell, fake_meta
     channel_id = created.json()["id"]
     httpx.post(f"{fake_meta}/_fake/errors", json={"code": 131026, "count": 1}, timeout=5).raise_for_status()
 
-    message_id = ok_json(
-        shell, "send", PHONE, "--template", "order_update", "--language", "en_US", "--channel", channel_id
-    )["id"]
+    waited = herald_ops(
+        shell,
+        "send",
+        PHONE,
+        "--template",
+        "order_update",
+        "--channel",
+        channel_id,
+        "--wait",
+        "sent",
+        "--json",
+    )
+    assert waited.returncode == 7, "it failed instead of being sent"
+    message_id = json.loads(waited.stdout)["id"]
+    assert waited.stderr.startswith(f"error: {message_id} failed (131026): meta: message undeliverable")
     failed = wait_status(shell, message_id, "failed")
     assert failed["dead_letter"] is True and failed["error_code"] == "131026"
 
