@@ -1,4 +1,5 @@
-"""The ``herald`` command: migrate, run a service, manage tenants and keys."""
+"""The ``herald`` command: migrate, run a service, manage tenants and keys, and the operator
+commands (send, messages, dead-letters, schedules, channels, templates: :mod:`herald.ops`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from herald.services import SERVICES
-from shared.settings import HeraldSettings
+
+if TYPE_CHECKING:
+    from shared.settings import HeraldSettings
 
 
 def _settings() -> HeraldSettings:
+    # imported here: pydantic-settings costs the operator commands (HTTP only) most of their start-up
+    from shared.settings import HeraldSettings
+
     return HeraldSettings()
 
 
@@ -75,8 +82,30 @@ def cmd_keys_generate(_: argparse.Namespace) -> int:
     return 0
 
 
+OPS_HELP = """operator commands talk to the services' HTTP APIs with the tenant's API key: HERALD_API_KEY,
+else what `make up` wrote in .herald/ (service URLs: HERALD_<SERVICE>_URL, else .herald/env, else
+localhost:8001-8004). Tables by default, --json for scripts; `herald COMMAND --help` has examples.
+
+examples:
+  herald send +5511999998888 "Your payment is confirmed" --priority 9
+  herald messages tail
+  herald messages list --status failed
+  herald dead-letters replay --all
+  herald schedules create +5511999998888 "Your table is ready" --in 30m
+  herald channels pause CHANNEL_ID
+  herald templates list --json"""
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="herald", description="Herald: WhatsApp notifications and automation.")
+    from herald.ops import register as register_ops
+    from herald.ops.client import EXIT_CODES_HELP
+
+    p = argparse.ArgumentParser(
+        prog="herald",
+        description="Herald: WhatsApp notifications and automation.",
+        epilog=f"{OPS_HELP}\n\n{EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("migrate", help="apply database migrations (run before starting services)")
@@ -97,6 +126,8 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keys", help="secrets").add_subparsers(dest="keys_command", required=True)
     kg = k.add_parser("generate", help="print a new Fernet key for HERALD_ENCRYPTION_KEYS")
     kg.set_defaults(func=cmd_keys_generate)
+
+    register_ops(sub)
     return p
 
 
