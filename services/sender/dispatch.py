@@ -25,6 +25,7 @@ from services.sender.catalogues import record_opt_out, record_template_status
 from services.sender.claim import Job, claim_channel
 from services.sender.context import Sender
 from services.sender.metrics import (
+    AMBIGUOUS,
     BREAKER,
     DEAD_LETTERS,
     RATE_WAITS,
@@ -324,9 +325,16 @@ class Dispatcher:
             pair_wait=pair_wait,
             provider=job.provider,
             is_template=isinstance(job.outbound.content, TemplateContent),
+            ambiguous_attempts=current.ambiguous_attempts + 1 if exc.ambiguous else 0,
+            max_ambiguous_resends=s.max_ambiguous_resends,
         )
         d = outcome.decision
         label = str(job.channel.id)
+        ambiguous = {"ambiguous_attempts": current.ambiguous_attempts + 1} if exc.ambiguous else {}
+        if exc.ambiguous:
+            AMBIGUOUS.labels(
+                label, job.provider, "resent" if isinstance(d, domain.Retry) else "gave_up"
+            ).inc()
         if isinstance(d, domain.Retry):
             change = status.Change(
                 current._mapping,
@@ -334,7 +342,11 @@ class Dispatcher:
                 "sending",
                 d.note,
                 error_code=code,
-                values={"sending_started_at": None, "not_before": now + timedelta(seconds=d.delay)},
+                values={
+                    "sending_started_at": None,
+                    "not_before": now + timedelta(seconds=d.delay),
+                    **ambiguous,
+                },
             )
         else:
             change = status.Change(
@@ -344,7 +356,7 @@ class Dispatcher:
                 d.reason,
                 error_code=code,
                 dead_letter=d.dead_letter,
-                values={"sending_started_at": None},
+                values={"sending_started_at": None, **ambiguous},
             )
             if d.dead_letter:
                 DEAD_LETTERS.labels(label).inc()

@@ -378,6 +378,8 @@ def after_failure(
     pair_wait: float | None = None,
     provider: str = "",
     is_template: bool = False,
+    ambiguous_attempts: int = 0,
+    max_ambiguous_resends: int = 1,
 ) -> FailureOutcome:
     """What to do after attempt ``attempts`` failed with ``failure``.
 
@@ -385,8 +387,23 @@ def after_failure(
     the provider's ``retry_after``, a pair-limit refusal (131056) at least max(6 s, the pair
     interval) doubling per attempt, and never before the pair interval lets the claim send to
     this recipient again (``pair_wait``), so the history says when the retry really happens.
-    Otherwise the message fails: a dead letter (replayable) unless the recipient opted out."""
+    Otherwise the message fails: a dead letter (replayable) unless the recipient opted out.
+
+    ``ambiguous_attempts`` counts this message's attempts that got no answer after the request
+    may have reached the provider (this one included, 0 when this one is not such): past
+    ``max_ambiguous_resends`` it is not sent again, so one message is duplicated by lost answers
+    at most that many times; it becomes a dead letter an operator can replay."""
     retryable = failure in (Failure.RETRY, Failure.RETRY_RECIPIENT, Failure.THROTTLED)
+    if ambiguous_attempts > max_ambiguous_resends:
+        return FailureOutcome(
+            GiveUp(
+                f"not sent again: {reason}, after the request may have reached {provider or 'the provider'} "
+                f"({ambiguous_attempts} time(s) with no answer), so it may already have the message; "
+                "replay this dead letter if the recipient did not get it",
+                dead_letter=True,
+            ),
+            counts_against_channel=failure is Failure.RETRY,
+        )
     counts = failure is Failure.RETRY
     # 130429 is the provider's pace, not a fault: it slows the channel (one window) instead of
     # counting towards the breaker, whose 30 s stop it would otherwise trigger in a burst
@@ -400,6 +417,8 @@ def after_failure(
         if pair_wait is not None:
             delay = max(delay, pair_wait)
         note = f"attempt {attempts}/{max_attempts} failed ({code}), retry in {delay:.1f} s: {reason}"
+        if ambiguous_attempts:
+            note += "; the provider may already have it, so the resend may arrive twice"
         return FailureOutcome(Retry(delay, note), counts_against_channel=counts, slow_channel=slow)
     if retryable:
         reason = f"gave up after {attempts} attempts: {reason}"

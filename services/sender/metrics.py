@@ -33,3 +33,9 @@ BREAKER = Gauge(
     "Circuit breaker per channel: 0 closed, 1 open, 2 half-open (probing), 3 paused by an operator-level error",
     ["channel"],
 )
+AMBIGUOUS = Counter(
+    "herald_sender_ambiguous_sends_total",
+    "Provider calls with no answer after the request may have reached the provider (a resend can "
+    "arrive twice), by what the sender did: resent, or gave up (dead letter) past SENDER_MAX_AMBIGUOUS_RESENDS",
+    ["channel", "provider", "decision"],
+)

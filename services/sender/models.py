@@ -32,6 +32,8 @@ messages = sa.Table(
     sa.Column("sending_started_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("not_before", sa.DateTime(timezone=True), nullable=True),
     sa.Column("error_code", sa.Text, nullable=True),
+    #: attempts that got no answer after the request may have reached the provider
+    sa.Column("ambiguous_attempts", sa.SmallInteger, nullable=False, server_default="0"),
     sa.Column("dead_letter", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -93,7 +93,7 @@ async def replay(sender: Sender, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> 
                         "queued",
                         r.status,
                         "replayed from the dead letters",
-                        values={"attempts": 0, "not_before": now},
+                        values={"attempts": 0, "ambiguous_attempts": 0, "not_before": now},
                     )
                     for r in rows
                 ],

@@ -48,4 +48,12 @@ class SenderSettings(HeraldSettings):
         description="Messages/second of the sandbox channel created for a tenant that has no channel.",
     )
     http_timeout_seconds: float = Field(default=15.0, gt=0)
+    max_ambiguous_resends: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="How many times a message is sent again after a provider call got no answer once "
+        "the request may have reached the provider (each such resend can arrive twice); past it the "
+        "message becomes a dead letter. 0: never risk a duplicate.",
+    )
     http_max_connections: int = Field(default=256, ge=1)

@@ -81,6 +81,36 @@ def test_aiohttp_transport_errors_are_told_apart_by_their_cause() -> None:
     assert gateway.transport_error("WAHA", slow).code == "timeout"
 
 
+def test_only_a_request_that_may_have_reached_the_provider_is_ambiguous() -> None:
+    """A resend after a lost answer can arrive twice; one after a refused connection cannot."""
+    request = httpx.Request("POST", "http://gw/send")
+
+    def via_aiohttp(exc: httpx.TransportError, cause: BaseException) -> httpx.TransportError:
+        exc.__cause__ = cause
+        return exc
+
+    certain = [
+        httpx.ConnectError("refused", request=request),
+        httpx.ConnectTimeout("no connection in time", request=request),
+        httpx.PoolTimeout("no free connection", request=request),
+        via_aiohttp(
+            httpx.ConnectTimeout("refused"), aiohttp.ClientConnectorError(None, OSError(111, "refused"))
+        ),
+        via_aiohttp(httpx.ConnectTimeout("connect timeout"), aiohttp.ConnectionTimeoutError()),
+    ]
+    ambiguous = [
+        httpx.ReadTimeout("slow", request=request),
+        httpx.WriteTimeout("slow", request=request),
+        httpx.RemoteProtocolError("closed", request=request),
+        via_aiohttp(httpx.ConnectTimeout("Server disconnected"), aiohttp.ServerDisconnectedError()),
+        via_aiohttp(httpx.ReadTimeout("Timeout on reading"), aiohttp.SocketTimeoutError()),
+    ]
+    assert [gateway.transport_error("Meta", e).ambiguous for e in certain] == [False] * len(certain)
+    assert [gateway.transport_error("Meta", e).ambiguous for e in ambiguous] == [True] * len(ambiguous)
+    slow_download = httpx.ReadTimeout("slow", request=request)
+    assert gateway.transport_error("the media link", slow_download, sending=False).ambiguous is False
+
+
 # --- Evolution ----------------------------------------------------------------------------
 
 

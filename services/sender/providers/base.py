@@ -97,6 +97,7 @@ class ProviderError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         http_status: int | None = None,
+        ambiguous: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -104,6 +105,9 @@ class ProviderError(Exception):
         self.code = code
         self.retry_after = retry_after
         self.http_status = http_status
+        #: the request may have reached the provider (no answer came back: a read timeout, a
+        #: connection dropped after the request was written): a resend can arrive twice
+        self.ambiguous = ambiguous
 
     @property
     def retryable(self) -> bool:

@@ -317,7 +317,7 @@ class ChatwootProvider:
         try:
             response = await self._http.get(media.link, follow_redirects=True)
         except httpx.TransportError as exc:
-            raise gateway.transport_error(f"the media link {media.link}", exc) from exc
+            raise gateway.transport_error(f"the media link {media.link}", exc, sending=False) from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise ProviderError(
                 f"the media link {media.link} answered {response.status_code}",

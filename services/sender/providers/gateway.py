@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 import httpx
 
 from services.sender.providers.base import Failure, ProviderError
@@ -52,19 +53,34 @@ def _is_timeout(exc: httpx.TransportError) -> bool:
     return isinstance(exc, httpx.TimeoutException)
 
 
-def transport_error(provider: str, exc: httpx.TransportError) -> ProviderError:
-    """A request that got no HTTP answer: retry. A timeout may hide a message the gateway did
-    send; the sender's reconciliation rule covers that, not the adapter."""
+def _before_sending(exc: httpx.TransportError) -> bool:
+    """Whether the request certainly never reached the provider: no connection could be made
+    (refused, DNS, TLS, a connect timeout) or none was free in the pool. Anything later (a read
+    timeout, a connection dropped after the request was written) is ambiguous: the provider may
+    have accepted the message and only its answer was lost."""
+    cause = exc.__cause__
+    if cause is not None and type(cause).__module__.startswith("aiohttp"):
+        return isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+
+
+def transport_error(provider: str, exc: httpx.TransportError, *, sending: bool = True) -> ProviderError:
+    """A request that got no HTTP answer: retry. When a send may have reached the provider the
+    error is ``ambiguous`` (a resend may arrive twice); the sender bounds and counts those.
+    ``sending=False``: a request that sends nothing (a media download), never ambiguous."""
+    ambiguous = sending and not _before_sending(exc)
     if _is_timeout(exc):
         return ProviderError(
             f"{provider} did not answer in time ({type(exc).__name__})",
             failure=Failure.RETRY,
             code="timeout",
+            ambiguous=ambiguous,
         )
     return ProviderError(
         f"could not reach {provider} ({type(exc).__name__}: {exc})",
         failure=Failure.RETRY,
         code="connection",
+        ambiguous=ambiguous,
     )
 
 

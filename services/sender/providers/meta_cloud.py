@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from services.sender.providers import gateway
 from services.sender.providers.base import (
     ChannelConfig,
     Content,
@@ -211,18 +212,24 @@ class MetaCloudProvider:
         body = body_for(message.to, message.content)
         try:
             response = await self._http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
-        except httpx.TimeoutException as exc:
-            raise ProviderError("Meta did not answer in time", failure=Failure.RETRY, code="timeout") from exc
-        except httpx.HTTPError as exc:
+        except httpx.TransportError as exc:
+            raise gateway.transport_error("Meta", exc) from exc
+        except httpx.HTTPError as exc:  # an answer came but could not be read: it may have been sent
             raise ProviderError(
-                f"could not reach Meta: {type(exc).__name__}", failure=Failure.RETRY, code="connection"
+                f"Meta's answer could not be read: {type(exc).__name__}",
+                failure=Failure.RETRY,
+                code="bad_response",
+                ambiguous=True,
             ) from exc
         if response.status_code == 200:
             try:
                 return SendResult(provider_message_id=response.json()["messages"][0]["id"])
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise ProviderError(
-                    "Meta answered 200 without messages[0].id", failure=Failure.RETRY, code="bad_response"
+                raise ProviderError(  # a 200 means Meta took it: a resend may arrive twice
+                    "Meta answered 200 without messages[0].id",
+                    failure=Failure.RETRY,
+                    code="bad_response",
+                    ambiguous=True,
                 ) from exc
         raise self._error(response)
 

@@ -197,3 +197,24 @@ def test_delivery_statuses_map_onto_the_one_ranking():
     assert domain.DELIVERY_STATUS["played"] == "read"
     assert domain.can_move("sent", domain.DELIVERY_STATUS["delivered"])
     assert not domain.can_move("read", domain.DELIVERY_STATUS["delivered"])
+
+
+def test_a_lost_answer_is_resent_up_to_the_bound_then_becomes_a_dead_letter():
+    """A call that may have reached the provider but got no answer: resent (the note warns of a
+    possible duplicate) while the message's such attempts stay within the bound; past it, not
+    sent again, so lost answers duplicate one message at most ``max_ambiguous_resends`` times."""
+    kw = dict(code="timeout", reason="meta: no answer", max_attempts=5, backoff=1.0, provider="meta")
+    out = domain.after_failure(Failure.RETRY, attempts=1, ambiguous_attempts=1, max_ambiguous_resends=1, **kw)
+    assert isinstance(out.decision, Retry)
+    assert out.decision.note.endswith("the provider may already have it, so the resend may arrive twice")
+    out = domain.after_failure(Failure.RETRY, attempts=2, ambiguous_attempts=2, max_ambiguous_resends=1, **kw)
+    assert isinstance(out.decision, GiveUp) and out.decision.dead_letter
+    assert "may already have the message" in out.decision.reason and "replay" in out.decision.reason
+    never = domain.after_failure(
+        Failure.RETRY, attempts=1, ambiguous_attempts=1, max_ambiguous_resends=0, **kw
+    )
+    assert isinstance(never.decision, GiveUp)
+    certain = domain.after_failure(
+        Failure.RETRY, attempts=1, ambiguous_attempts=0, max_ambiguous_resends=0, **kw
+    )
+    assert isinstance(certain.decision, Retry) and "twice" not in certain.decision.note
