@@ -5,9 +5,9 @@ What lives here:
 
 - the tables (``event_types``: one current schema per tenant and name, replaced as a whole with a
   new ``version``; ``tenant_events``: every tenant event the pipeline received or refused, with why);
-- the pure checks: ``check_name`` (no collision with Herald's own types), ``check_schema`` (JSON
-  Schema draft 2020-12, size-limited) and ``validate`` (data against a schema, errors naming the
-  field path);
+- the pure checks, re-exported from ``event_schema`` (which ingest imports too): ``check_name``
+  (no collision with Herald's own types), ``check_schema`` (JSON Schema draft 2020-12,
+  size-limited) and ``validate`` (data against a schema, errors naming the field path);
 - ``schema_for(conn, tenant_id, name)``: the schema the rules engineer's code imports;
 - the consumer of ``tenant.event.v1`` (``receive``): the same schema check for what arrives on the
   broker, a dead letter with the reason for what does not match, and the rules hook.
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,27 +27,36 @@ from typing import Any
 
 import sqlalchemy as sa
 from faststream.rabbit.annotations import RabbitMessage
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from prometheus_client import Counter
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.pipeline.event_schema import (
+    MAX_SCHEMA_BYTES,
+    Problem,
+    check_name,
+    check_schema,
+    summary,
+    validate,
+)
 from services.pipeline.models import metadata
-from shared.events import CATALOGUE, CloudEvent, TenantEvent
+from shared.events import CloudEvent, TenantEvent
 from shared.logging import get_logger
 from shared.topology import DLX, EVENTS, subscription
 
 log = get_logger(__name__)
 
-#: a serialised schema larger than this is refused: it is stored per tenant and checked per event
-MAX_SCHEMA_BYTES = 64 * 1024
-MAX_ERRORS = 20
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
-DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
-#: Herald's own event types, unversioned (``order.status_changed``) and versioned
-HERALD_TYPES: frozenset[str] = frozenset({*CATALOGUE, *(t.rsplit(".v", 1)[0] for t in CATALOGUE)})
+__all__ = [
+    "MAX_SCHEMA_BYTES",
+    "Problem",
+    "check_name",
+    "check_schema",
+    "schema_for",
+    "subscribe",
+    "summary",
+    "validate",
+]
 
 RECEIVED = Counter("herald_pipeline_tenant_events_total", "Tenant events the pipeline consumed", ["outcome"])
 
@@ -79,99 +86,6 @@ tenant_events = sa.Table(
     sa.UniqueConstraint("tenant_id", "event_key", name="uq_tenant_events_key"),
     sa.Index("ix_tenant_events_name", "tenant_id", "name", "received_at"),
 )
-
-
-# --- pure checks -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """What is wrong and where: ``field`` is a dotted path (``data.customer.phone``)."""
-
-    field: str
-    problem: str
-
-    def as_detail(self) -> dict[str, str]:
-        return {"field": self.field, "problem": self.problem}
-
-
-def check_name(name: str) -> str | None:
-    """Why ``name`` cannot be a tenant event type, or None when it can."""
-    if len(name) > 100:
-        return "at most 100 characters"
-    if not NAME_PATTERN.match(name):
-        return (
-            "lower-case words of letters, digits and _ joined by dots, at least two words, "
-            "e.g. ticket.updated"
-        )
-    if re.search(r"\.v[0-9]+$", name):
-        return "must not end in a version (.v1): replace the schema to change the type instead"
-    if name in HERALD_TYPES:
-        return f"{name} is one of Herald's own event types: choose another name, e.g. crm.{name}"
-    return None
-
-
-def _path(prefix: str, parts: Any) -> str:
-    words = [prefix, *(str(p) for p in parts)] if prefix else [str(p) for p in parts]
-    return ".".join(words) or "(root)"
-
-
-def check_schema(schema: Any) -> list[Problem]:
-    """Problems that keep ``schema`` from being a tenant's event type: not an object, too large,
-    another draft named in ``$schema``, or not a valid JSON Schema draft 2020-12 (the field of the
-    schema that is wrong is named, e.g. ``schema.properties.status.type``)."""
-    if not isinstance(schema, dict):
-        return [Problem("schema", 'must be a JSON Schema object, e.g. {"type": "object", ...}')]
-    size = len(json.dumps(schema, separators=(",", ":")).encode())
-    if size > MAX_SCHEMA_BYTES:
-        return [Problem("schema", f"is {size} bytes; at most {MAX_SCHEMA_BYTES} bytes: simplify it")]
-    declared = schema.get("$schema")
-    if declared is not None and str(declared).rstrip("#") != DRAFT_2020_12:
-        return [
-            Problem(
-                "schema.$schema",
-                f"{declared!r} is not supported: use {DRAFT_2020_12!r} (draft 2020-12) or leave $schema out",
-            )
-        ]
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        return [Problem(_path("schema", exc.path), f"not valid JSON Schema draft 2020-12: {exc.message}")]
-    if schema.get("type", "object") != "object":
-        return [Problem("schema.type", 'an event\'s data is a JSON object: use "type": "object"')]
-    return []
-
-
-def validate(schema: dict[str, Any], data: Any, *, root: str = "data") -> list[Problem]:
-    """Every way ``data`` does not match ``schema`` (already checked), at most ``MAX_ERRORS``, each
-    naming the field path below ``root``: a missing required field and an extra field are named
-    themselves (``data.customer_phone``), not their parent."""
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-    problems: list[Problem] = []
-    for error in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
-        parts = list(error.absolute_path)
-        if error.validator == "required" and isinstance(error.instance, dict):
-            missing = [k for k in error.validator_value if k not in error.instance]
-            problems.extend(Problem(_path(root, [*parts, k]), "required field is missing") for k in missing)
-            continue
-        if (
-            error.validator == "additionalProperties"
-            and isinstance(error.instance, dict)
-            and not error.schema.get("patternProperties")
-        ):
-            known = set(error.schema.get("properties", {}))
-            extra = sorted(k for k in error.instance if k not in known)
-            problems.extend(
-                Problem(_path(root, [*parts, k]), "unknown field: the event type does not allow it")
-                for k in extra
-            )
-            continue
-        problems.append(Problem(_path(root, parts), error.message))
-    return problems[:MAX_ERRORS]
-
-
-def summary(problems: list[Problem]) -> str:
-    return "; ".join(f"{p.field}: {p.problem}" for p in problems[:5])
 
 
 # --- SQL ---------------------------------------------------------------------------------------
