@@ -41,8 +41,10 @@ from services.pipeline.event_schema import (
     validate,
 )
 from services.pipeline.models import metadata
+from shared.db import UnitOfWork
 from shared.events import CloudEvent, TenantEvent
 from shared.logging import get_logger
+from shared.service import ServiceRuntime
 from shared.topology import DLX, EVENTS, subscription
 
 log = get_logger(__name__)
@@ -189,7 +191,7 @@ async def list_events(conn: AsyncConnection, tenant_id: uuid.UUID, name: str, li
 # --- the broker path ---------------------------------------------------------------------------
 
 #: ``async def on_event(runtime, uow, event) -> None`` in ``services/pipeline/rules.py``, if any
-RulesHook = Callable[[Any, Any, CloudEvent[TenantEvent]], Awaitable[None]]
+RulesHook = Callable[[ServiceRuntime, UnitOfWork, CloudEvent[TenantEvent]], Awaitable[None]]
 _NO_HOOK = object()
 _hook: Any = _NO_HOOK
 
@@ -222,7 +224,7 @@ class Outcome:
     reason: str | None = None
 
 
-async def receive(runtime: Any, event: CloudEvent[TenantEvent]) -> Outcome:
+async def receive(runtime: ServiceRuntime, event: CloudEvent[TenantEvent]) -> Outcome:
     """Check a tenant event against its tenant's schema and record it; the caller dead-letters a
     ``rejected`` one with ``Outcome.reason``. Idempotent per (tenant, source, id)."""
     key = f"{event.source}:{event.id}"
@@ -264,7 +266,7 @@ async def receive(runtime: Any, event: CloudEvent[TenantEvent]) -> Outcome:
 REASON_HEADER = "x-herald-reason"
 
 
-def subscribe(runtime: Any) -> None:
+def subscribe(runtime: ServiceRuntime) -> None:
     """The pipeline's consumer of ``tenant.event.v1``: what ingest accepted and what other systems
     publish on the broker themselves. An event that does not match its tenant's schema (or names
     a type the tenant has not registered) is recorded as ``rejected`` and dead-lettered to
