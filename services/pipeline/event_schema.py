@@ -5,6 +5,7 @@ data that does not match, each problem naming its field path."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -82,11 +83,18 @@ def check_schema(schema: Any) -> list[Problem]:
     return []
 
 
+@functools.lru_cache(maxsize=1024)
+def _validator(schema_json: str) -> Draft202012Validator:
+    """One validator per distinct schema: building one (and the references it resolves) costs far
+    more than checking an event with it."""
+    return Draft202012Validator(json.loads(schema_json), format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
 def validate(schema: dict[str, Any], data: Any, *, root: str = "data") -> list[Problem]:
     """Every way ``data`` does not match ``schema`` (already checked), at most ``MAX_ERRORS``, each
     naming the field path below ``root``: a missing required field and an extra field are named
     themselves (``data.customer_phone``), not their parent."""
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    validator = _validator(json.dumps(schema, sort_keys=True, separators=(",", ":")))
     problems: list[Problem] = []
     for error in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
         parts = list(error.absolute_path)
