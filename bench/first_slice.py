@@ -1124,10 +1124,10 @@ def herald_stack(
         say(f"infra: {urls.kind} ready in {infra_s:.1f} s; database {db_name} (migrated)")
         env = herald_env(db_url, urls.amqp_url, HERALD_LOG_LEVEL=log_level, **(extra_env or {}))
         ports = {name: free_port() for name in SERVICES}
-        # ingest checks a webhook source's channel_id with the sender: tell it where that runs
-        envs = {
-            name: {**env, **ingest_env(ports["sender"])} if name == "ingest" else env for name in SERVICES
-        }
+        # ingest checks a webhook source's channel_id with the sender and a tenant's own event
+        # types with the pipeline: tell it where those run
+        ingest_urls = ingest_env(ports["sender"], pipeline_port=ports["pipeline"])
+        envs = {name: {**env, **ingest_urls} if name == "ingest" else env for name in SERVICES}
         services = {
             name: ServiceProcess(name, ports[name], envs[name], logs / f"{name}.log") for name in SERVICES
         }

@@ -139,10 +139,16 @@ def herald_env(database_url: str, amqp_url: str, **extra: str) -> dict[str, str]
     return env
 
 
-def ingest_env(sender_port: int, host: str = "127.0.0.1") -> dict[str, str]:
+def ingest_env(
+    sender_port: int, host: str = "127.0.0.1", *, pipeline_port: int | None = None
+) -> dict[str, str]:
     """What ingest needs to reach the sender on this machine (a webhook source's ``channel_id`` is
-    checked there): pass it to ingest's environment wherever both run as processes."""
-    return {"INGEST_SENDER_URL": f"http://{host}:{sender_port}"}
+    checked there) and the pipeline (an event of a tenant's own type is checked against the type's
+    schema there): pass it to ingest's environment wherever they run as processes."""
+    env = {"INGEST_SENDER_URL": f"http://{host}:{sender_port}"}
+    if pipeline_port is not None:
+        env["INGEST_PIPELINE_URL"] = f"http://{host}:{pipeline_port}"
+    return env
 
 
 def herald_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:

@@ -391,6 +391,26 @@ class EventCancelled(EventData):
     reason: str | None = None
 
 
+class TenantEvent(EventData):
+    """An event of a type a tenant registered itself (a name and a JSON Schema, the pipeline's
+    ``/v1/event-types``), e.g. a ticketing app's ``ticket.updated``.
+
+    Ingest's ``POST /v1/events`` takes the tenant's own type (``"type": "ticket.updated"``),
+    checks ``data`` against the registered schema and publishes it in this envelope; another
+    system may also publish this envelope on the broker itself (routing key ``tenant.event.v1``),
+    and the pipeline checks it against the same schema. ``data`` is the event's own payload,
+    unchanged."""
+
+    event_type: ClassVar[str] = "tenant.event"
+    name: str = Field(
+        min_length=3,
+        max_length=100,
+        description="The tenant's registered event type, e.g. ticket.updated.",
+        examples=["ticket.updated"],
+    )
+    data: dict[str, Any] = Field(description="The event's payload; valid against the type's JSON Schema.")
+
+
 #: every event type Herald knows, by versioned type name
 CATALOGUE: dict[str, type[EventData]] = {
     m.type_name(): m
@@ -409,6 +429,7 @@ CATALOGUE: dict[str, type[EventData]] = {
         EventPublished,
         EventChanged,
         EventCancelled,
+        TenantEvent,
     )
 }
 
@@ -523,6 +544,7 @@ __all__ = [
     "TemplateContent",
     "TemplateHeader",
     "TemplateStatusChanged",
+    "TenantEvent",
     "TextContent",
     "UnknownEventType",
     "UserErased",

@@ -40,6 +40,7 @@ from shared.events import (
     OrderStatusChanged,
     PacingDue,
     TemplateStatusChanged,
+    TenantEvent,
     UserErased,
 )
 
@@ -162,6 +163,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("pipeline", InboundReceived),
     Subscription("pipeline", UserErased),
     Subscription("pipeline", MessageStatusChanged, origin="pipeline"),
+    Subscription("pipeline", TenantEvent),
     Subscription("sender", DeliveryStatus),
     Subscription("sender", InboundReceived),
     Subscription("sender", ContactOptedOut),

@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from services.ingest import handlers
 from services.ingest.channels import ChannelDirectory
-from services.ingest.domain import EventRejected, validate_inbound_event
+from services.ingest.domain import EventRejected, parse_event_body, validate_inbound_event
+from services.ingest.event_types import EventTypeDirectory, check_tenant_event
 from services.ingest.fastpath import WebhookFastPath
 from services.ingest.models import SCHEMA, metadata
 from services.ingest.pipeline import WebhookPipeline
@@ -24,6 +25,7 @@ from shared.events import (
     DeliveryStatus,
     InboundReceived,
     TemplateStatusChanged,
+    TenantEvent,
     UserErased,
 )
 from shared.service import ServiceRuntime
@@ -66,7 +68,9 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         summary="Publish a CloudEvent from another system",
         description="Structured-mode CloudEvent 1.0 (JSON). Accepted types: "
         + ", ".join(sorted(PUBLIC_INPUT_TYPES))
-        + ". The bare name (order.status_changed) means v1. "
+        + ", and the tenant's own event types (registered on the pipeline's /v1/event-types: the "
+        "data is checked against the type's JSON Schema, and published as tenant.event.v1). "
+        "The bare name (order.status_changed) means v1. "
         "The event is stored and published atomically; the same (source, id) twice is published once.",
         openapi_extra={
             "requestBody": {
@@ -81,17 +85,27 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
     async def post_event(request: Request, tenant: Tenant = Depends(runtime.auth)) -> JSONResponse:
         raw = await request.body()  # size, depth and UTF-8 checked by DoorGuard around the app
         try:
-            event = validate_inbound_event(raw, tenant.id)
+            body = parse_event_body(raw)
+            auth = request.headers.get("authorization", "")
+            event = await check_tenant_event(event_types, body, tenant.id, auth) or validate_inbound_event(
+                body, tenant.id
+            )
         except EventRejected as exc:
             raise ApiError(exc.status, exc.error, exc.message, exc.details) from exc
         accepted = await handlers.accept_event(runtime, tenant.id, event)
         return JSONResponse(
             status_code=202 if accepted else 200,
             content=EventAccepted(
-                id=event.id, type=event.type, status="accepted" if accepted else "duplicate"
+                id=event.id,
+                type=event.data.name if isinstance(event.data, TenantEvent) else event.type,
+                status="accepted" if accepted else "duplicate",
             ).model_dump(),
         )
 
+    # an event of a tenant's own type is checked against its schema, asked of the pipeline
+    event_types = EventTypeDirectory(
+        settings.pipeline_url, settings.pipeline_timeout_seconds, settings.cache_seconds
+    )
     pipeline = WebhookPipeline(runtime, settings)
     # a source's channel_id is checked against the sender's channels of the caller's tenant
     channels = ChannelDirectory(settings.sender_url, settings.sender_timeout_seconds)
@@ -103,6 +117,7 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         DeliveryStatus,
         TemplateStatusChanged,
         UserErased,
+        TenantEvent,
     )
     app = runtime.create_app([api, *webhook_routes], guard=False)
     # provider webhooks skip FastAPI's per-request machinery (see services/ingest/fastpath.py), so

@@ -40,6 +40,16 @@ class IngestSettings(HeraldSettings):
     sender_timeout_seconds: float = Field(
         default=5.0, gt=0, description="A channel check the sender has not answered within this time is 503."
     )
+    pipeline_url: str = Field(
+        # the pipeline's default port (services/pipeline/settings.py, herald/services.py) on this host
+        default="http://127.0.0.1:8003",
+        pattern=r"^https?://",
+        description="Base URL of the pipeline: an event of a tenant's own type is checked against the "
+        "type's JSON Schema, asked there (GET /v1/event-types/{name} with the caller's key).",
+    )
+    pipeline_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="An event type the pipeline has not answered within this time is 503."
+    )
     relay_coalesce_seconds: float = Field(
         default=0.25, ge=0, description="Webhook commits within this time wake the outbox relay once."
     )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from services.pipeline import api as pipeline_api
-from services.pipeline import handlers
+from services.pipeline import api_event_types, event_types, handlers
 from services.pipeline import inbound as conversation
 from services.pipeline.domain import DEFAULT_ORDER_RULE
 from services.pipeline.models import SCHEMA, metadata
@@ -96,6 +96,8 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
     async def on_user_erased(event: CloudEvent[UserErased]) -> None:
         await handlers.erase_user(runtime, event)
 
+    event_types.subscribe(runtime)  # tenant.event: a tenant's own event types, checked and recorded
+
     api = APIRouter(prefix="/v1/rules", tags=["rules"], responses=ERROR_RESPONSES)
 
     @api.get("", response_model=RuleList, summary="Notification rules in force for this tenant")
@@ -108,5 +110,5 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
         )
 
     runtime.declare_publishes(MessageRequested, DraftReady)
-    app = runtime.create_app([api, *pipeline_api.routers(runtime)])
+    app = runtime.create_app([api, *pipeline_api.routers(runtime), api_event_types.router(runtime)])
     return runtime, app

@@ -87,7 +87,7 @@ def herald(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[H
     env = infra.service_env(
         SENDER_SENDING_LEASE_SECONDS="3",
         HERALD_GRACEFUL_TIMEOUT_SECONDS="10",
-        **ingest_env(ports["sender"]),
+        **ingest_env(ports["sender"], pipeline_port=ports["pipeline"]),
     )
     services = {name: ServiceProcess(name, ports[name], env, tmp / f"{name}.log") for name in SERVICES}
     system = Herald(infra=infra, services=services, env=env, tmp=tmp)

@@ -32,6 +32,8 @@ ARCHITECTURE_TYPES = {
     "template.status_changed",
     # added by issue 11 (pipeline): ingest's erasure tells every service to forget the user
     "user.erased",
+    # added by issue 12 (tenant event types): an event of a type a tenant registered itself
+    "tenant.event",
 }
 
 

@@ -33,7 +33,8 @@ def ingest_process(
     env = infra.service_env(
         INGEST_BLOB_DIR=str(tmp / "blobs"),
         HERALD_OUTBOX_POLL_SECONDS="0.5",
-        **ingest_env(sender_process.port),
+        # no pipeline in this suite: nothing listens there, an event of a tenant's own type is a 503
+        **ingest_env(sender_process.port, pipeline_port=free_port()),
     )
     service = ServiceProcess("ingest", free_port(), env, tmp / "ingest.log")
     service.start()
