@@ -31,6 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 COMPOSE_SCHEMA = REPO_ROOT.parent / "shared" / "contracts" / "compose" / "compose-spec.json"
 K8S_ROOT = REPO_ROOT / "deploy" / "k8s"
+# Vendored operator CRDs, for offline validation only (tests/unit/test_deploy_engines.py): never applied.
+K8S_CRDS = K8S_ROOT / "crds"
 
 SERVICE_PORTS = {"ingest": 8001, "scheduler": 8002, "pipeline": 8003, "sender": 8004}
 APP_UID = 10001
@@ -96,8 +98,12 @@ def _validator_class_for(schema: dict[str, Any]) -> type[Validator]:
 
 
 def _load_k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
+    """The objects of the manifests; patch files and the vendored CRDs are not objects of their own."""
     documents = []
+    skipped = _patch_files()
     for path in sorted([*K8S_ROOT.rglob("*.yaml"), *K8S_ROOT.rglob("*.yml")]):
+        if path.resolve() in skipped or K8S_CRDS in path.parents:
+            continue
         with path.open(encoding="utf-8") as stream:
             for document in yaml.safe_load_all(stream):
                 if document is not None:
@@ -111,8 +117,18 @@ def _kustomization_files() -> list[Path]:
     )
 
 
+def _patch_files() -> set[Path]:
+    patches = set()
+    for kustomization_path in _kustomization_files():
+        kustomization = yaml.safe_load(kustomization_path.read_text(encoding="utf-8"))
+        for patch in kustomization.get("patches", []):
+            if "path" in patch:
+                patches.add((kustomization_path.parent / patch["path"]).resolve())
+    return patches
+
+
 def _listed_in_kustomizations() -> set[Path]:
-    listed = set()
+    listed = _patch_files()
     for kustomization_path in _kustomization_files():
         kustomization = yaml.safe_load(kustomization_path.read_text(encoding="utf-8"))
         for entry in [*kustomization.get("resources", []), *kustomization.get("components", [])]:
@@ -440,7 +456,9 @@ def test_k8s_every_manifest_is_used_except_the_secret_example() -> None:
     manifests = {
         path.resolve()
         for path in K8S_ROOT.rglob("*.yaml")
-        if path.name not in {"kustomization.yaml"} and path.resolve() != secret_example
+        if path.name not in {"kustomization.yaml"}
+        and path.resolve() != secret_example
+        and K8S_CRDS not in path.parents
     }
     assert manifests - listed == set(), f"manifests no kustomization uses: {sorted(manifests - listed)}"
 
