@@ -21,6 +21,7 @@ from shared.door import DoorGuard
 from shared.events import (
     CATALOGUE,
     PUBLIC_INPUT_TYPES,
+    ChannelSessionChanged,
     DeliveryStatus,
     InboundReceived,
     TemplateStatusChanged,
@@ -102,6 +103,7 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         InboundReceived,
         DeliveryStatus,
         TemplateStatusChanged,
+        ChannelSessionChanged,
         UserErased,
     )
     app = runtime.create_app([api, *webhook_routes], guard=False)

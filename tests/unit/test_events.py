@@ -32,6 +32,8 @@ ARCHITECTURE_TYPES = {
     "template.status_changed",
     # added by issue 11 (pipeline): ingest's erasure tells every service to forget the user
     "user.erased",
+    # added by issue 13 (sessions): a WhatsApp Web gateway's session connected or dropped
+    "channel.session_changed",
 }
 
 
