@@ -197,8 +197,8 @@ async def poll_once(sender: Sender) -> int:
     for row in rows:
         try:
             state, detail = await fetch_state(sender, row)
-        except (ProviderError, ValueError) as exc:
-            log.info("session poll: no answer", channel_id=str(row.id), error=str(exc)[:200])
+        except Exception as exc:  # unreachable gateway, unreadable credentials: the next channel
+            log.info("session poll: no answer", channel_id=str(row.id), error=repr(exc)[:200])
             continue
         answered += 1
         async with sender.runtime.engine.begin() as conn:

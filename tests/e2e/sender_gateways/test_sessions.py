@@ -291,3 +291,39 @@ def test_a_send_refused_by_a_dead_session_waits_and_the_poll_sees_the_session_ba
     assert len(_attempts_of(gateways, provider, name, text)) == refused + 1, "sent once after the refusal"
     assert [h["status"] for h in message["history"]].count("sent") == 1
     assert message["attempts"] == 1, "the refused attempt does not count"
+
+
+def test_a_session_and_an_operator_never_undo_each_others_pause(
+    herald: Herald, gateways: Gateways, tenant: dict[str, str]
+) -> None:
+    sender = herald.client("sender", tenant["api_key"])
+    gateways.waha.sessions["ops"] = "WORKING"
+    channel_id = _channel(herald, tenant, gateways, "waha", "ops")
+    _webhooks_to_ingest(herald, tenant, gateways, "waha", channel_id)
+    _wait_channel(sender, channel_id, paused=False, states=("connected",))
+
+    # an operator's pause outlives a session that drops and comes back
+    held = sender.patch(f"/v1/channels/{channel_id}", json={"paused": True})
+    assert held.status_code == 200, held.text
+    _drop(gateways, "waha", "ops", webhook=True)
+    _wait_channel(sender, channel_id, paused=True, states=DOWN)
+    text = "held by the operator"
+    message_id = _send(sender, channel_id, "+5511999990031", text)
+    _restore(gateways, "waha", "ops", webhook=True)
+    view = _wait_channel(sender, channel_id, paused=True, states=("connected",))
+    assert view["pause_reason"] == "paused by an operator"
+    _assert_waiting(sender, message_id)
+
+    # the session's pause outlives an operator's resume while the session is down
+    _drop(gateways, "waha", "ops", webhook=True)
+    _wait_channel(sender, channel_id, paused=True, states=DOWN)
+    resumed = sender.patch(f"/v1/channels/{channel_id}", json={"paused": False})
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["breaker"] == "paused" and "QR code" in resumed.json()["pause_reason"]
+    _assert_waiting(sender, message_id)
+
+    _restore(gateways, "waha", "ops", webhook=True)
+    _wait_sent(sender, message_id)
+    _wait_channel(sender, channel_id, paused=False, states=("connected",))
+    assert _sent_with(gateways, "waha", text) == 1
+    assert len(_attempts_of(gateways, "waha", "ops", text)) == 1
