@@ -308,6 +308,20 @@ class TemplateStatusChanged(EventData):
     at: AwareDatetime
 
 
+class ChannelSessionChanged(EventData):
+    """A WhatsApp Web gateway (WAHA ``session.status``, Evolution ``connection.update``) says its
+    session changed state. ``state``: connected (can send), connecting (coming back by itself),
+    qr (someone must scan the QR code), disconnected (stopped, failed or logged out)."""
+
+    event_type: ClassVar[str] = "channel.session_changed"
+    provider: str
+    channel_id: uuid.UUID | None = None
+    session: str = Field(description="The gateway's session (WAHA) or instance (Evolution) name.")
+    state: Literal["connected", "connecting", "qr", "disconnected"]
+    detail: str | None = Field(default=None, description="The gateway's own state, e.g. SCAN_QR_CODE.")
+    at: AwareDatetime
+
+
 # --- pacing and content -----------------------------------------------------------------
 
 
@@ -422,6 +436,7 @@ CATALOGUE: dict[str, type[EventData]] = {
         ContactOptedOut,
         ContactOptedIn,
         TemplateStatusChanged,
+        ChannelSessionChanged,
         PacingDue,
         DraftReady,
         UserErased,
@@ -520,6 +535,7 @@ __all__ = [
     "PUBLIC_INPUT_TYPES",
     "Attendee",
     "ButtonsContent",
+    "ChannelSessionChanged",
     "CloudEvent",
     "ContactOptedIn",
     "ContactOptedOut",

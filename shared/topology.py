@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
 from shared.events import (
+    ChannelSessionChanged,
     ContactOptedIn,
     ContactOptedOut,
     DeliveryStatus,
@@ -169,6 +170,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("sender", ContactOptedOut),
     Subscription("sender", ContactOptedIn),
     Subscription("sender", TemplateStatusChanged),
+    Subscription("sender", ChannelSessionChanged),
     Subscription("scheduler", EventPublished),
     Subscription("scheduler", EventChanged),
     Subscription("scheduler", EventCancelled),

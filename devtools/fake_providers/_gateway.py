@@ -11,17 +11,25 @@ requests whose path contains the fault's ``path`` (every request when None):
 
 Requests are recorded before faults apply, so a test sees each attempt, failed or not. The fake
 also serves media at ``/_media/<name>`` (no auth) so a link in a message can point at it.
+
+Webhooks: with ``webhook_url`` set (``configure_webhook``), ``send_webhook`` posts a body there as
+the gateway would (the subclass signs it or adds its headers) and records the answer in
+``webhooks``. WAHA and Evolution use it for their session webhooks (``drop_session`` …).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
+import struct
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import aiohttp
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,6 +77,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def tiny_png() -> bytes:
+    """A valid 1×1 PNG: the stand-in for a QR code image."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
+QR_PNG = tiny_png()
+QR_DATA_URL = "data:image/png;base64," + base64.b64encode(QR_PNG).decode()
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
@@ -82,6 +109,10 @@ class FakeGateway:
         self.received: list[Received] = []
         self.faults: list[Fault] = []
         self.media: dict[str, tuple[bytes, str]] = {}
+        self.webhook_url: str | None = None
+        self.webhook_headers: dict[str, str] = {}
+        #: (HTTP status of the receiver's answer, body) of each webhook sent
+        self.webhooks: list[tuple[int, Any]] = []
         self._runner: web.AppRunner | None = None
 
     # --- what a test uses -----------------------------------------------------------------
@@ -118,6 +149,26 @@ class FakeGateway:
 
     def requests_to(self, fragment: str, method: str | None = None) -> list[Received]:
         return [r for r in self.received if fragment in r.path and (method is None or r.method == method)]
+
+    def configure_webhook(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.webhook_url = url
+        self.webhook_headers = dict(headers or {})
+
+    def sign(self, raw: bytes) -> dict[str, str]:
+        """Headers the gateway adds to a webhook it sends (subclasses sign)."""
+        return dict(self.webhook_headers)
+
+    async def send_webhook(self, body: Any) -> int | None:
+        """Post ``body`` to the configured webhook URL; the receiver's status (None: none set)."""
+        if self.webhook_url is None:
+            return None
+        raw = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **self.sign(raw)}
+        async with aiohttp.ClientSession() as client:
+            async with client.post(self.webhook_url, data=raw, headers=headers) as response:
+                await response.read()
+                self.webhooks.append((response.status, body))
+                return response.status
 
     def clear(self) -> None:
         self.received.clear()

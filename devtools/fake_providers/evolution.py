@@ -7,6 +7,12 @@ answers and errors (``../shared/contracts/README.md`` §4).
   ``media`` required; ``mimetype``, ``caption``, ``fileName`` optional → 201
 - an unknown instance → 404; a number in ``not_on_whatsapp`` → 400 ``exists: false``; a closed
   instance (``close_instance``) → 500 ``Connection Closed``, as Baileys fails the send
+- ``GET /instance/connectionState/{instance}`` → ``{"instance": {"instanceName", "state"}}``
+  (open | close | connecting); ``GET /instance/connect/{instance}`` → the QR code
+  ``{"pairingCode", "code", "base64", "count"}`` while the instance is not open, else its state
+- ``drop_instance`` / ``restore_instance``: the WhatsApp session closes (logged out: a QR code
+  waits) or opens again, with the ``connection.update`` (and ``qrcode.updated``) webhooks sent
+  to ``webhook_url`` with the configured ``headers``
 """
 
 from __future__ import annotations
@@ -14,11 +20,18 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from devtools.fake_providers._gateway import RECEIVED, FakeGateway, json_response, run_standalone
+from devtools.fake_providers._gateway import (
+    QR_DATA_URL,
+    RECEIVED,
+    FakeGateway,
+    json_response,
+    run_standalone,
+)
 
 MEDIA_TYPES = ("image", "document", "video", "audio")
 _MESSAGE_KEYS = {
@@ -48,7 +61,70 @@ class FakeEvolution(FakeGateway):
     def close_instance(self, name: str) -> None:
         self.closed.add(name)
 
+    # --- the instance's session and its webhooks ----------------------------------------------
+
+    def _envelope(self, event: str, instance: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "event": event,
+            "instance": instance,
+            "data": data,
+            "destination": self.webhook_url,
+            "date_time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "sender": "5511888887777@s.whatsapp.net",
+            "server_url": self.base_url,
+            "apikey": None,
+        }
+
+    async def drop_instance(self, name: str, *, webhook: bool = True) -> None:
+        """The phone logged out (401): sends fail with ``Connection Closed`` and a QR code waits."""
+        self.closed.add(name)
+        if webhook:
+            data = {"instance": name, "state": "close", "statusReason": 401}
+            await self.send_webhook(self._envelope("connection.update", name, data))
+            qr = {"qrcode": {"instance": name, "pairingCode": None, "code": "2@fake", "base64": QR_DATA_URL}}
+            await self.send_webhook(self._envelope("qrcode.updated", name, qr))
+
+    async def restore_instance(self, name: str, *, webhook: bool = True) -> None:
+        """The QR code was scanned: the instance is open again."""
+        self.closed.discard(name)
+        if webhook:
+            data = {
+                "instance": name,
+                "wuid": "5511888887777@s.whatsapp.net",
+                "profileName": "Acme Sales",
+                "profilePictureUrl": None,
+                "state": "open",
+                "statusReason": 200,
+            }
+            await self.send_webhook(self._envelope("connection.update", name, data))
+
+    def _instance_guard(self, request: web.Request) -> str | web.Response:
+        instance = request.match_info["instance"]
+        key = request.headers.get("apikey")
+        if not key or key not in (self.api_key, self.instances.get(instance)):
+            return _error(401, "Unauthorized", "Unauthorized")
+        if instance not in self.instances:
+            return _error(404, "Not Found", [f'The "{instance}" instance does not exist'])
+        return instance
+
+    async def _connection_state(self, request: web.Request) -> web.StreamResponse:
+        instance = self._instance_guard(request)
+        if isinstance(instance, web.Response):
+            return instance
+        state = "close" if instance in self.closed else "open"
+        return json_response({"instance": {"instanceName": instance, "state": state}})
+
+    async def _connect(self, request: web.Request) -> web.StreamResponse:
+        instance = self._instance_guard(request)
+        if isinstance(instance, web.Response):
+            return instance
+        if instance not in self.closed:
+            return json_response({"instance": {"instanceName": instance, "state": "open"}})
+        return json_response({"pairingCode": None, "code": "2@fake", "base64": QR_DATA_URL, "count": 1})
+
     def routes(self, app: web.Application) -> None:
+        app.router.add_get("/instance/connectionState/{instance}", self._connection_state)
+        app.router.add_get("/instance/connect/{instance}", self._connect)
         app.router.add_post("/message/sendText/{instance}", self._send_text)
         app.router.add_post("/message/sendMedia/{instance}", self._send_media)
 

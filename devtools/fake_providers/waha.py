@@ -8,6 +8,11 @@
   → 201 with a ``WAMessage`` whose ``id`` is ``true_<chatId>_<id>``
 - validation failures → 400 (NestJS: ``{"statusCode": 400, "message": [...], "error": "Bad Request"}``)
 - an unknown session → 404; a session not WORKING (``set_session_status``) → 422 with its status
+- sessions: ``GET /api/sessions/{session}`` → ``SessionInfo`` ``{name, status, me, engine,
+  config}``; ``GET /api/{session}/auth/qr?format=image`` → the QR code (``image/png``, or
+  ``Base64File`` ``{mimetype, data}`` when JSON is asked for) while the session is
+  ``SCAN_QR_CODE``, else 422. ``drop_session`` / ``restore_session`` change a session's status
+  and send the ``session.status`` webhook (signed ``X-Webhook-Hmac`` when ``hmac_key`` is set)
 - ``GET /api/contacts/check-exists?phone=&session=`` → ``WANumberExistResult``
   ``{"numberExists", "chatId"?}``; a send to a number in ``unregistered`` fails with 500 and the
   engine's evaluation error, as WhatsApp Web answers for a number that has no WhatsApp account
@@ -16,6 +21,9 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import re
 import time
 import uuid
@@ -23,7 +31,13 @@ from typing import Any
 
 from aiohttp import web
 
-from devtools.fake_providers._gateway import RECEIVED, FakeGateway, json_response, run_standalone
+from devtools.fake_providers._gateway import (
+    QR_PNG,
+    RECEIVED,
+    FakeGateway,
+    json_response,
+    run_standalone,
+)
 
 CHAT_ID = re.compile(r"^[0-9]{5,20}@(c\.us|g\.us|lid|newsletter)$")
 _FILE_ENDPOINTS = {
@@ -50,15 +64,119 @@ class FakeWaha(FakeGateway):
         self.sent: list[dict[str, Any]] = []
         #: phone numbers (digits) that have no WhatsApp account
         self.unregistered: set[str] = set()
+        self.hmac_key: str | None = None
 
     def set_session_status(self, session: str, status: str) -> None:
         self.sessions[session] = status
 
+    # --- sessions and their webhooks ----------------------------------------------------------
+
+    def configure_hmac(self, url: str, hmac_key: str) -> None:
+        """Send webhooks to ``url`` signed with ``hmac_key`` (``X-Webhook-Hmac``, SHA-512)."""
+        self.configure_webhook(url)
+        self.hmac_key = hmac_key
+
+    def sign(self, raw: bytes) -> dict[str, str]:
+        headers = {
+            "X-Webhook-Request-Id": uuid.uuid4().hex,
+            "X-Webhook-Timestamp": str(int(time.time() * 1000)),
+            **self.webhook_headers,
+        }
+        if self.hmac_key:
+            headers["X-Webhook-Hmac"] = hmac.new(self.hmac_key.encode(), raw, hashlib.sha512).hexdigest()
+            headers["X-Webhook-Hmac-Algorithm"] = "sha512"
+        return headers
+
+    async def change_session(self, session: str, status: str, *, webhook: bool = True) -> int | None:
+        """Set the session's status and (``webhook``) tell the webhook URL, as WAHA does."""
+        self.sessions[session] = status
+        if not webhook:
+            return None
+        now = int(time.time() * 1000)
+        return await self.send_webhook(
+            {
+                "id": f"evt_{uuid.uuid4().hex[:26]}",
+                "timestamp": now,
+                "event": "session.status",
+                "session": session,
+                "me": {"id": self.me, "pushName": "Acme Sales"} if status == "WORKING" else None,
+                "payload": {
+                    "status": status,
+                    "statuses": [{"status": status, "timestamp": now}],
+                    "data": None,
+                },
+                "engine": "NOWEB",
+                "environment": {"version": "2024.9.2", "engine": "NOWEB", "tier": "CORE"},
+            }
+        )
+
+    async def drop_session(self, session: str, *, webhook: bool = True) -> int | None:
+        """The phone logged out: the session waits for its QR code to be scanned."""
+        return await self.change_session(session, "SCAN_QR_CODE", webhook=webhook)
+
+    async def restore_session(self, session: str, *, webhook: bool = True) -> int | None:
+        """The QR code was scanned: the session works again."""
+        return await self.change_session(session, "WORKING", webhook=webhook)
+
     def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/sessions/{session}", self._session_info)
+        app.router.add_get("/api/{session}/auth/qr", self._qr)
         app.router.add_post("/api/sendText", self._send)
         for path in _FILE_ENDPOINTS:
             app.router.add_post(path, self._send)
         app.router.add_get("/api/contacts/check-exists", self._check_exists)
+
+    def _no_session(self, session: str) -> web.Response:
+        return json_response(
+            {
+                "statusCode": 404,
+                "message": f"We didn't find a session with name '{session}'. Please start it first "
+                f"by using POST /api/sessions/{session}/start request",
+                "error": "Not Found",
+            },
+            status=404,
+        )
+
+    async def _session_info(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("X-Api-Key") != self.api_key:
+            return json_response({"message": "Unauthorized", "statusCode": 401}, status=401)
+        session = request.match_info["session"]
+        if session not in self.sessions:
+            return self._no_session(session)
+        status = self.sessions[session]
+        return json_response(
+            {
+                "name": session,
+                "status": status,
+                "me": {"id": self.me, "pushName": "Acme Sales"} if status == "WORKING" else None,
+                "engine": {"engine": "NOWEB"},
+                "config": {"webhooks": [{"url": self.webhook_url}] if self.webhook_url else []},
+            }
+        )
+
+    async def _qr(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("X-Api-Key") != self.api_key:
+            return json_response({"message": "Unauthorized", "statusCode": 401}, status=401)
+        session = request.match_info["session"]
+        if session not in self.sessions:
+            return self._no_session(session)
+        status = self.sessions[session]
+        if status != "SCAN_QR_CODE":
+            return json_response(
+                {
+                    "statusCode": 422,
+                    "error": "Session status is not as expected. Try again later or restart the session",
+                    "session": session,
+                    "status": status,
+                    "expected": ["SCAN_QR_CODE"],
+                },
+                status=422,
+            )
+        if request.query.get("format", "image") == "raw":
+            return json_response({"value": f"2@{uuid.uuid4().hex},{session}"})
+        if "application/json" in request.headers.get("Accept", ""):
+            return json_response({"mimetype": "image/png", "data": base64.b64encode(QR_PNG).decode()})
+        return web.Response(body=QR_PNG, content_type="image/png")
 
     async def _check_exists(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("X-Api-Key") != self.api_key:
@@ -102,15 +220,7 @@ class FakeWaha(FakeGateway):
         if problems:
             return _bad_request(*problems)
         if session not in self.sessions:
-            return json_response(
-                {
-                    "statusCode": 404,
-                    "message": f"We didn't find a session with name '{session}'. Please start it first "
-                    f"by using POST /api/sessions/{session}/start request",
-                    "error": "Not Found",
-                },
-                status=404,
-            )
+            return self._no_session(session)
         status = self.sessions[session]
         if status != "WORKING":
             return json_response(

@@ -22,6 +22,7 @@ from shared.door import DoorGuard
 from shared.events import (
     CATALOGUE,
     PUBLIC_INPUT_TYPES,
+    ChannelSessionChanged,
     DeliveryStatus,
     InboundReceived,
     TemplateStatusChanged,
@@ -116,6 +117,7 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
         InboundReceived,
         DeliveryStatus,
         TemplateStatusChanged,
+        ChannelSessionChanged,
         UserErased,
         TenantEvent,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.sender import accept, catalogues, outcomes, reconcile
+from services.sender import accept, catalogues, outcomes, reconcile, sessions
 from services.sender.context import Sender
 from services.sender.dispatch import Dispatcher
 from services.sender.models import SCHEMA, metadata
@@ -18,6 +18,7 @@ from services.sender.routes import routers
 from services.sender.schemas import Recipient, normalize_recipient
 from services.sender.settings import SenderSettings
 from shared.events import (
+    ChannelSessionChanged,
     CloudEvent,
     ContactOptedIn,
     ContactOptedOut,
@@ -50,6 +51,7 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
     runtime.add_loop("result-recorder", dispatcher.flush_forever)
     runtime.add_loop("lease-renewer", dispatcher.renew_leases_forever)
     runtime.add_loop("orphan-sweeper", lambda: reconcile.sweep_orphans_forever(sender))
+    runtime.add_loop("session-poll", lambda: sessions.poll_forever(sender))
 
     def subscriber(event: type, description: str) -> Any:
         sub = subscription("sender", event)
@@ -78,6 +80,10 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
     @subscriber(TemplateStatusChanged, "Record Meta's status of a template; unsendable ones are not sent.")
     async def on_template_status_changed(event: CloudEvent[TemplateStatusChanged]) -> None:
         await catalogues.on_template_status(sender, event)
+
+    @subscriber(ChannelSessionChanged, "A gateway's WhatsApp session changed: pause or resume its channel.")
+    async def on_channel_session_changed(event: CloudEvent[ChannelSessionChanged]) -> None:
+        await sessions.on_session_changed(sender, event)
 
     runtime.declare_publishes(MessageStatusChanged)
     app = runtime.create_app(routers(sender))

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Row
 
 from services.sender import repository as repo
-from services.sender import status
+from services.sender import sessions, status
 from services.sender.context import Sender
 from services.sender.providers.registry import SPECS
 from shared.api import ApiError
@@ -173,6 +173,7 @@ async def update_channel(
             )
         if fields.get("paused") is False:
             values.update(paused=False, pause_reason=None, consecutive_failures=0, breaker_open_until=None)
+            await sessions.keep_session_pause(conn, channel_id, values)  # not into a dead session
         elif fields.get("paused") is True:
             values.update(paused=True, pause_reason="paused by an operator")
         if fields.get("is_default") is True:

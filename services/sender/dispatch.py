@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
 
-from services.sender import domain, status
+from services.sender import domain, sessions, status
 from services.sender import repository as repo
 from services.sender.catalogues import record_opt_out, record_template_status
 from services.sender.claim import Job, claim_channel
@@ -34,6 +34,7 @@ from services.sender.metrics import (
 )
 from services.sender.outcomes import apply_delivery_status
 from services.sender.providers.base import Failure, ProviderError
+from services.sender.providers.gateway import SessionDown
 from shared.db import UnitOfWork
 from shared.events import TemplateContent, utcnow
 from shared.logging import get_logger
@@ -305,6 +306,9 @@ class Dispatcher:
         if current is None or current.status != "sending":
             return
         now = utcnow()
+        if isinstance(exc, SessionDown):  # not the message's fault: back to the queue, channel paused
+            await sessions.requeue_refused(self.sender, uow, job, current, exc)
+            return
         code = exc.code or exc.failure.value
         pair_wait = None
         if exc.retryable and job.pair_interval > 0:

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import AwareDatetime
 from sqlalchemy.engine import Row
 
-from services.sender import channels
+from services.sender import channels, sessions
 from services.sender import repository as repo
 from services.sender.accept import IdempotencyConflict, request_message, request_messages
+from services.sender.api_sessions import session_router
 from services.sender.catalogues import opt_in, opt_out
 from services.sender.context import Sender
 from services.sender.domain import UNSENDABLE_TEMPLATE_STATUSES, breaker_state
@@ -103,6 +104,7 @@ def routers(sender: Sender) -> list[APIRouter]:
             consecutive_failures=row.consecutive_failures,
             breaker_open_until=row.breaker_open_until,
             pause_reason=row.pause_reason,
+            session=sessions.brief(row),
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -412,4 +414,4 @@ def routers(sender: Sender) -> list[APIRouter]:
             ]
         )
 
-    return [api, dead, chan, opts, tmpl, sandbox]
+    return [api, dead, chan, opts, tmpl, sandbox, session_router(sender)]

@@ -172,6 +172,22 @@ class ChannelUpdate(RequestModel):
     paused: bool | None = Field(default=None, description="false resumes a channel paused by an error")
 
 
+class SessionQr(BaseModel):
+    image: str = Field(description="The QR code to scan with WhatsApp, as a data:image/png;base64 URL.")
+
+
+class SessionView(BaseModel):
+    """A WAHA/Evolution channel's WhatsApp Web session."""
+
+    state: Literal["connected", "connecting", "qr", "disconnected", "unknown"] = Field(
+        description="connected: sending; connecting: coming back by itself; qr: scan the QR code; "
+        "disconnected: restart the session on the gateway; unknown: no word from the gateway yet. "
+        "The channel is paused while the session is not connected and resumes when it is."
+    )
+    since: datetime | None = Field(description="When the session entered this state (as far as Herald saw).")
+    qr: SessionQr | None = Field(default=None, description="Set while the session waits for a scan.")
+
+
 class ChannelView(BaseModel):
     id: uuid.UUID
     name: str
@@ -192,6 +208,10 @@ class ChannelView(BaseModel):
     consecutive_failures: int
     breaker_open_until: datetime | None
     pause_reason: str | None
+    session: SessionView | None = Field(
+        default=None,
+        description="WAHA/Evolution channels: the WhatsApp session (QR code at GET /v1/channels/{id}/session).",
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -47,6 +47,12 @@ class SenderSettings(HeraldSettings):
         gt=0,
         description="Messages/second of the sandbox channel created for a tenant that has no channel.",
     )
+    session_poll_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How often the session of each WAHA/Evolution channel is asked from its gateway "
+        "(catches missed session webhooks); 0 disables the poll.",
+    )
     http_timeout_seconds: float = Field(default=15.0, gt=0)
     max_ambiguous_resends: int = Field(
         default=1,

@@ -34,6 +34,8 @@ ARCHITECTURE_TYPES = {
     "user.erased",
     # added by issue 12 (tenant event types): an event of a type a tenant registered itself
     "tenant.event",
+    # added by issue 13 (sessions): a WhatsApp Web gateway's session connected or dropped
+    "channel.session_changed",
 }
 
 

@@ -1,5 +1,6 @@
 """Evolution API webhooks: ``messages.upsert`` (every message kind, ``@lid`` resolved through
-``remoteJidAlt``) and ``messages.update`` (statuses, v1 and v2 shapes). Pure: no I/O."""
+``remoteJidAlt``), ``messages.update`` (statuses, v1 and v2 shapes), and ``connection.update`` /
+``qrcode.updated`` (→ ``channel.session_changed``). Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from services.ingest.normalise.common import (
     Context,
+    Fact,
     Normalised,
     _dict,
     _each,
@@ -19,10 +21,16 @@ from services.ingest.normalise.common import (
     _str,
     _time,
 )
+from shared.events import ChannelSessionChanged
 
+#: Baileys connection state → Herald's session state ("refused": the QR retry limit was reached)
+EVOLUTION_SESSION_STATES = {
+    "open": "connected",
+    "connecting": "connecting",
+    "close": "disconnected",
+    "refused": "disconnected",
+}
 EVOLUTION_IGNORED = {
-    "connection.update",
-    "qrcode.updated",
     "send.message",
     "messages.set",
     "messages.delete",
@@ -76,11 +84,48 @@ def evolution(body: Any, ctx: Context) -> Normalised:
         _each(out, items, _evolution_message, ctx, body)
     elif event == "messages.update":
         _each(out, items, _evolution_update, ctx)
+    elif event in ("connection.update", "qrcode.updated"):
+        try:
+            _evolution_session(out, ctx, body, event, _dict(data))
+        except _Skip as exc:
+            out.unknown(str(exc))
     elif event in EVOLUTION_IGNORED:
         out.notes.append(f"{event}: nothing to publish")
     else:
         out.unknown(f"Evolution event {body['event']!r} is not handled")
     return out
+
+
+def _evolution_session(
+    out: Normalised, ctx: Context, envelope: dict[str, Any], event: str, data: dict[str, Any]
+) -> None:
+    instance = _str(envelope.get("instance")) or _str(data.get("instance"))
+    if not instance:
+        raise _Skip(f"{event} without an instance name")
+    if event == "qrcode.updated":
+        # a new QR code to scan; without one the QR retry limit was reached ({message, statusCode})
+        raw = "qrcode" if isinstance(data.get("qrcode"), dict) else "qrcode_limit"
+        state = "qr" if raw == "qrcode" else "disconnected"
+    else:
+        raw = str(data.get("state") or "").lower()
+        found = EVOLUTION_SESSION_STATES.get(raw)
+        if found is None:
+            raise _Skip(f"Evolution connection state {raw or None!r} is not handled")
+        state = found
+        if data.get("statusReason") is not None:
+            raw = f"{raw} ({data['statusReason']})"
+    detail = raw
+    event_data = ChannelSessionChanged(
+        provider=ctx.provider,
+        channel_id=ctx.channel_id,
+        session=instance,
+        state=state,
+        detail=detail,
+        at=ctx.now,
+    )
+    # date_time is when Evolution sent it: a redelivery repeats it, a new change has another
+    stamp = _str(envelope.get("date_time")) or ctx.now.isoformat()
+    out.facts.append(Fact(f"c:{instance}:{detail}:{stamp}", event_data))
 
 
 def _evolution_message(out: Normalised, ctx: Context, envelope: dict[str, Any], data: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""WAHA webhooks: ``message``/``message.any``, ``message.ack`` and ``message.reaction``. Pure: no I/O."""
+"""WAHA webhooks: ``message``/``message.any``, ``message.ack``, ``message.reaction`` and
+``session.status`` (→ ``channel.session_changed``). Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from services.ingest.normalise.common import (
     Context,
+    Fact,
     Normalised,
     _dict,
     _inbound,
@@ -17,10 +19,20 @@ from services.ingest.normalise.common import (
     _str,
     _time,
 )
+from shared.events import ChannelSessionChanged
 
 WAHA_ACKS = {-1: "failed", 1: "sent", 2: "delivered", 3: "read", 4: "played"}
+#: WAHA session status → Herald's session state (passkey prompts need someone at the phone too)
+WAHA_SESSION_STATES = {
+    "WORKING": "connected",
+    "STARTING": "connecting",
+    "SCAN_QR_CODE": "qr",
+    "PASSKEY_REQUIRED": "qr",
+    "PASSKEY_CONFIRMATION_REQUIRED": "qr",
+    "STOPPED": "disconnected",
+    "FAILED": "disconnected",
+}
 WAHA_IGNORED = {
-    "session.status",
     "message.revoked",
     "message.edited",
     "presence.update",
@@ -78,6 +90,8 @@ def waha(body: Any, ctx: Context) -> Normalised:
                 kind="reaction",
                 reaction={"message_id": reaction.get("messageId"), "emoji": reaction.get("text") or None},
             )
+        elif event == "session.status":
+            _waha_session(out, ctx, body, _dict(payload))
         elif event in WAHA_IGNORED:
             out.notes.append(f"{event}: nothing to publish")
         else:
@@ -85,6 +99,20 @@ def waha(body: Any, ctx: Context) -> Normalised:
     except _Skip as exc:
         out.unknown(str(exc))
     return out
+
+
+def _waha_session(out: Normalised, ctx: Context, body: dict[str, Any], payload: dict[str, Any]) -> None:
+    raw = str(payload.get("status") or "").upper()
+    state = WAHA_SESSION_STATES.get(raw)
+    if state is None:
+        raise _Skip(f"WAHA session status {raw or None!r} is not handled")
+    session = _str(body.get("session")) or "default"
+    at = _time(body.get("timestamp"), ctx.now) if body.get("timestamp") is not None else ctx.now
+    event = ChannelSessionChanged(
+        provider=ctx.provider, channel_id=ctx.channel_id, session=session, state=state, detail=raw, at=at
+    )
+    # a redelivery carries the same id (or timestamp); a new change of the session has a new one
+    out.facts.append(Fact(f"c:{session}:{raw}:{body.get('id') or at.isoformat()}", event))
 
 
 def _waha_phone(raw: Any) -> str:

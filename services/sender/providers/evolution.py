@@ -40,6 +40,8 @@ def classify_evolution_error(
     - 404: the instance does not exist → permanent (fix the channel's ``instance``)
     - 400/422 otherwise: Evolution refused the request → permanent, with its message
     - 401/403: bad ``apikey`` → pause the channel
+    - 500 ``Connection Closed``: the instance's WhatsApp session is down (``SessionDown``, retry:
+      the sender requeues the message and pauses the channel until the instance is open again)
     - 429, 5xx (Evolution answers 500 while an instance reconnects) → retry
     """
     detail = gateway.error_detail(body, f"HTTP {status}")
@@ -65,7 +67,20 @@ def classify_evolution_error(
             code="instance_not_found",
             http_status=status,
         )
+    if status == 500 and "connection closed" in detail.lower():
+        return gateway.SessionDown(
+            f"{NAME} instance {instance!r} is not connected to WhatsApp ({detail}): scan its QR code "
+            "if it does not reconnect by itself",
+            failure=Failure.RETRY,
+            code=str(status),
+            http_status=status,
+            state="disconnected",
+        )
     return gateway.generic_http_error(NAME, status, detail, headers)
+
+
+#: Baileys connection state → Herald's session state (services.ingest.normalise.evolution alike)
+SESSION_STATES = {"open": "connected", "connecting": "connecting", "close": "disconnected"}
 
 
 class EvolutionProvider:
@@ -157,3 +172,42 @@ class EvolutionProvider:
 
     async def lookup(self, channel: ChannelConfig, message: Outbound) -> str | None:
         raise LookupUnsupported("Evolution keeps no client reference for a sent message")
+
+    # --- the session (services.sender.sessions) ------------------------------------------
+
+    async def _instance_get(self, channel: ChannelConfig, path: str) -> tuple[str, httpx.Response]:
+        instance = channel.settings.get("instance") or ""
+        response = await gateway.call(
+            NAME,
+            self._http,
+            "GET",
+            f"{channel.base_url.rstrip('/')}{path}/{instance}",
+            headers={"apikey": channel.credentials.get("api_key", "")},
+        )
+        return instance, response
+
+    async def session_state(self, channel: ChannelConfig) -> tuple[str, str]:
+        """(Herald's state, Baileys' state) from ``GET /instance/connectionState/{instance}``
+        (``{"instance": {"instanceName", "state"}}``); an instance Evolution does not have (404)
+        is disconnected. Raises ``ProviderError`` when Evolution cannot tell."""
+        instance, response = await self._instance_get(channel, "/instance/connectionState")
+        payload = gateway.json_body(response)
+        if response.status_code == 404:
+            return "disconnected", "not_found"
+        if response.status_code != 200 or not isinstance(payload, dict):
+            raise classify_evolution_error(response.status_code, payload, response.headers, instance=instance)
+        info = payload.get("instance") if isinstance(payload.get("instance"), dict) else payload
+        state = str(info.get("state") or "").lower()
+        return SESSION_STATES.get(state, "disconnected"), state or "unknown"
+
+    async def session_qr(self, channel: ChannelConfig) -> str | None:
+        """The QR code to scan as a PNG data URL from ``GET /instance/connect/{instance}``
+        (``{"pairingCode", "code", "base64", "count"}``), or None (the instance is connected)."""
+        _, response = await self._instance_get(channel, "/instance/connect")
+        payload = gateway.json_body(response)
+        if response.status_code != 200 or not isinstance(payload, dict):
+            return None
+        image = payload.get("base64")
+        if not isinstance(image, str) or not image:
+            return None
+        return image if image.startswith("data:") else gateway.data_url("image/png", image)

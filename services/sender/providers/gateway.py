@@ -8,6 +8,7 @@ one request and converts transport failures.
 
 from __future__ import annotations
 
+import base64
 import mimetypes
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,6 +25,23 @@ from shared.events import ButtonsContent, ListContent, MediaContent
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: answers that mean the credentials are wrong: every message on the channel would fail alike
 AUTH_STATUSES = frozenset({401, 403})
+
+
+class SessionDown(ProviderError):
+    """The gateway's WhatsApp Web session cannot send right now (not connected, waiting for its
+    QR code, reconnecting). Nothing is wrong with the message: the sender puts it back in the
+    queue and pauses the channel until the session is connected again (services.sender.sessions).
+    ``state`` is Herald's session state: connecting, qr or disconnected."""
+
+    def __init__(self, reason: str, *, state: str, **kwargs: Any) -> None:
+        super().__init__(reason, **kwargs)
+        self.state = state
+
+
+def data_url(mime: str, data: bytes | str) -> str:
+    """A ``data:`` URL of an image (``data`` raw bytes, or already base64 text)."""
+    text = data if isinstance(data, str) else base64.b64encode(data).decode()
+    return f"data:{mime};base64,{text}"
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -33,6 +33,16 @@ DEFAULT_SESSION = "default"
 VOICE_MIME = "audio/ogg; codecs=opus"
 #: session states that come back by themselves: retry; the others need an operator
 _TRANSIENT_SESSION_STATES = frozenset({"STARTING"})
+#: WAHA's session status → Herald's session state (services.ingest.normalise.waha maps alike)
+SESSION_STATES = {
+    "WORKING": "connected",
+    "STARTING": "connecting",
+    "SCAN_QR_CODE": "qr",
+    "PASSKEY_REQUIRED": "qr",
+    "PASSKEY_CONFIRMATION_REQUIRED": "qr",
+    "STOPPED": "disconnected",
+    "FAILED": "disconnected",
+}
 
 
 def classify_waha_error(
@@ -41,8 +51,9 @@ def classify_waha_error(
     """A WAHA error answer (NestJS: ``{"statusCode", "message", "error"}``) as a failure.
 
     - 404: no such session → permanent (start the session or fix the channel's ``session``)
-    - 422 with ``status``: the session is not WORKING. STARTING → retry; SCAN_QR_CODE, STOPPED,
-      FAILED → pause the channel (someone must scan the QR code or restart it)
+    - 422 with ``status``: the session is not WORKING (``SessionDown``: the sender requeues the
+      message and pauses the channel until the session is back). STARTING → retry; SCAN_QR_CODE,
+      STOPPED, FAILED → pause the channel (someone must scan the QR code or restart it)
     - 400/422 otherwise: WAHA refused the request (bad chatId, bad file) → permanent
     - 501: the engine or edition cannot do this → permanent
     - 401/403: bad ``X-Api-Key`` → pause the channel; 429, 5xx → retry
@@ -58,20 +69,22 @@ def classify_waha_error(
     if status == 422 and isinstance(body, dict) and body.get("status"):
         state = str(body["status"])
         if state in _TRANSIENT_SESSION_STATES:
-            return ProviderError(
+            return gateway.SessionDown(
                 f"WAHA session {session!r} is {state}, not WORKING",
                 failure=Failure.RETRY,
                 code=f"session_{state.lower()}",
                 retry_after=gateway.parse_retry_after((headers or {}).get("retry-after")) or 5.0,
                 http_status=status,
+                state=SESSION_STATES.get(state, "connecting"),
             )
-        return ProviderError(
+        return gateway.SessionDown(
             f"WAHA session {session!r} is {state}, not WORKING: "
             + ("scan its QR code" if state == "SCAN_QR_CODE" else "restart the session")
             + " and resume the channel",
             failure=Failure.PAUSE_CHANNEL,
             code=f"session_{state.lower()}",
             http_status=status,
+            state=SESSION_STATES.get(state, "disconnected"),
         )
     if status == 501:
         return ProviderError(
@@ -218,3 +231,45 @@ class WahaProvider:
 
     async def lookup(self, channel: ChannelConfig, message: Outbound) -> str | None:
         raise LookupUnsupported("WAHA keeps no client reference for a sent message")
+
+    # --- the session (services.sender.sessions) ------------------------------------------
+
+    def _session_get(self, channel: ChannelConfig, path: str, **kwargs: Any) -> Any:
+        return gateway.call(
+            NAME,
+            self._http,
+            "GET",
+            channel.base_url.rstrip("/") + path,
+            headers={"X-Api-Key": channel.credentials.get("api_key", ""), **kwargs.pop("headers", {})},
+            **kwargs,
+        )
+
+    async def session_state(self, channel: ChannelConfig) -> tuple[str, str]:
+        """(Herald's state, WAHA's status) from ``GET /api/sessions/{session}``; a session WAHA
+        does not have (404) is disconnected. Raises ``ProviderError`` when WAHA cannot tell."""
+        session = channel.settings.get("session") or DEFAULT_SESSION
+        response = await self._session_get(channel, f"/api/sessions/{session}")
+        payload = gateway.json_body(response)
+        if response.status_code == 404:
+            return "disconnected", "NOT_FOUND"
+        if response.status_code != 200 or not isinstance(payload, dict):
+            raise classify_waha_error(response.status_code, payload, response.headers, session=session)
+        status = str(payload.get("status") or "").upper()
+        return SESSION_STATES.get(status, "disconnected"), status or "UNKNOWN"
+
+    async def session_qr(self, channel: ChannelConfig) -> str | None:
+        """The QR code to scan as a PNG data URL (``GET /api/{session}/auth/qr?format=image``),
+        or None when WAHA has none (the session is not waiting for a scan)."""
+        session = channel.settings.get("session") or DEFAULT_SESSION
+        response = await self._session_get(
+            channel, f"/api/{session}/auth/qr", params={"format": "image"}, headers={"Accept": "image/png"}
+        )
+        if response.status_code != 200:
+            return None
+        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        if kind.startswith("image/"):
+            return gateway.data_url(kind, response.content)
+        payload = gateway.json_body(response)  # Base64File {mimetype, data}
+        if isinstance(payload, dict) and payload.get("data"):
+            return gateway.data_url(str(payload.get("mimetype") or "image/png"), str(payload["data"]))
+        return None

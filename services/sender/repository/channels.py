@@ -16,6 +16,12 @@ from services.sender.models import (
     messages,
     opt_outs,
 )
+from services.sender.repository.sessions import channel_sessions
+
+#: a channel with its gateway session's state (``session_state``/``session_since``: NULL when none)
+_WITH_SESSION = sa.select(
+    channels, channel_sessions.c.state.label("session_state"), channel_sessions.c.since.label("session_since")
+).select_from(channels.outerjoin(channel_sessions, channel_sessions.c.channel_id == channels.c.id))
 
 # --- channels ----------------------------------------------------------------------------------
 
@@ -37,7 +43,7 @@ async def channel_exists(conn: AsyncConnection, tenant_id: uuid.UUID, channel_id
 async def get_channel(conn: AsyncConnection, tenant_id: uuid.UUID, channel_id: uuid.UUID) -> Row[Any] | None:
     return (
         await conn.execute(
-            sa.select(channels).where(
+            _WITH_SESSION.where(
                 channels.c.tenant_id == tenant_id,
                 channels.c.id == channel_id,
                 channels.c.deleted_at.is_(None),
@@ -54,9 +60,9 @@ async def list_channels(conn: AsyncConnection, tenant_id: uuid.UUID) -> list[Row
     return list(
         (
             await conn.execute(
-                sa.select(channels)
-                .where(channels.c.tenant_id == tenant_id, channels.c.deleted_at.is_(None))
-                .order_by(channels.c.created_at)
+                _WITH_SESSION.where(
+                    channels.c.tenant_id == tenant_id, channels.c.deleted_at.is_(None)
+                ).order_by(channels.c.created_at)
             )
         ).all()
     )

@@ -39,6 +39,7 @@ ROUTING_KEYS = (
     "contact.opted_out.v1",
     "contact.opted_in.v1",
     "template.status_changed.v1",
+    "channel.session_changed.v1",
 )
 SECRETS = {
     "meta": {"app_secret": "meta-app-secret", "verify_token": "verify-me", "access_token": "meta-token"},

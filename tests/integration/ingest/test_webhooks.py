@@ -53,12 +53,18 @@ EXAMPLES = {
     ("evolution", "evolution-api/examples/webhook_messages_update_read.constructed.json"): [
         ("delivery.status.v1", "read")
     ],
-    ("evolution", "evolution-api/examples/webhook_connection_update_open.constructed.json"): [],
-    ("evolution", "evolution-api/examples/webhook_qrcode_updated.constructed.json"): [],
+    ("evolution", "evolution-api/examples/webhook_connection_update_open.constructed.json"): [
+        ("channel.session_changed.v1", "connected")
+    ],
+    ("evolution", "evolution-api/examples/webhook_qrcode_updated.constructed.json"): [
+        ("channel.session_changed.v1", "qr")
+    ],
     ("waha", "waha/examples/webhook_message.constructed.json"): [("inbound.received.v1", "text")],
     ("waha", "waha/examples/webhook_message_voice.constructed.json"): [("inbound.received.v1", "voice")],
     ("waha", "waha/examples/webhook_message_ack.constructed.json"): [("delivery.status.v1", "read")],
-    ("waha", "waha/examples/webhook_session_status.constructed.json"): [],
+    ("waha", "waha/examples/webhook_session_status.constructed.json"): [
+        ("channel.session_changed.v1", "connected")
+    ],
 }
 # pywa's inbound fixtures come from +972987654321, which is not a valid Israeli number: Herald
 # stores them flagged (nothing is dropped), and the same payloads from a valid number are published.
@@ -77,7 +83,7 @@ PYWA_INBOUND = {
 
 
 def kind_of(event: dict) -> str:
-    return event["data"].get("kind") or event["data"].get("status")
+    return event["data"].get("kind") or event["data"].get("status") or event["data"].get("state")
 
 
 async def deliveries(ingest: Ingest) -> list:

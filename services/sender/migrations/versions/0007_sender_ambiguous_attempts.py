@@ -2,7 +2,7 @@
 reached the provider, so the resends that can arrive twice are bounded per message
 
 Revision ID: 0007_sender
-Revises: 0003_sender
+Revises: 0006_sender
 Create Date: 2026-12-03 17:10:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_sender"
-down_revision: str | None = "0003_sender"
+down_revision: str | None = "0006_sender"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
