@@ -21,8 +21,8 @@ W, H, PAD_L, PAD_B, PAD_T = 640, 220, 44, 34, 12
 
 def _empty(title: str) -> Markup:
     return Markup(
-        f'<svg class="chart" role="img" aria-label="{escape(title)}: no data" viewBox="0 0 {W} 60" '
-        f'data-points="0"><text x="10" y="35" class="muted">No data for this period</text></svg>'
+        f'<svg class="chart empty" role="img" aria-label="{escape(title)}: no data" viewBox="0 0 {W} 40" '
+        f'data-points="0"><text x="0" y="24" class="tick">No data for this period</text></svg>'
     )
 
 
