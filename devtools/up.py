@@ -218,7 +218,8 @@ def run_local() -> int:
         say("wrote .herald/env: `uv run herald …` in another shell uses this stack")
         print(
             f"\nHerald is up: all four services answer /readyz. Demo tenant key below; try:\n"
-            f"{curl_examples(key, ports)}{console_banner(key, ports[CONSOLE.name])}\n"
+            f"{curl_examples(key, {n: p for n, p in ports.items() if n in SERVICES})}"
+            f"{console_banner(key, ports[CONSOLE.name])}\n"
             "Press Ctrl-C to stop everything.",
             flush=True,
         )
