@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -126,14 +127,22 @@ async def message(message_id: str, p: Page = Depends(page)) -> HTMLResponse:
     return p.render("message.html", title="Message", m=answer.body, settled=SETTLED)
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 @router.get("/live/messages")
 async def live_messages(p: Page = Depends(page), ids: str = "") -> JSONResponse:
     """Statuses of the messages on screen, for the page's polling (at most 100 ids)."""
-    wanted = [i for i in ids.split(",") if i][:100]
+    wanted = [i for i in ids.split(",") if _is_uuid(i)][:100]
     out: dict[str, Any] = {}
     for message_id in wanted:
         answer = await p.api.get("sender", f"/v1/messages/{message_id}")
-        if answer.ok:
+        if answer.ok and isinstance(answer.body, dict) and "status" in answer.body:
             m = answer.body
             out[message_id] = {
                 "status": m["status"],
