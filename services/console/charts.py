@@ -43,6 +43,8 @@ def stacked_bars(title: str, labels: Sequence[str], series: dict[str, Sequence[f
     if not labels or not any(totals):
         return _empty(title)
     top = max(totals) or 1
+    if all(float(v).is_integer() for s in series.values() for v in s):
+        top = max(4, -(-int(top) // 4) * 4)  # whole-number ticks for counts
     step = (W - PAD_L) / len(labels)
     bar = max(2.0, step * 0.7)
     plot = H - PAD_B - PAD_T

@@ -123,7 +123,12 @@ def test_a_schedule_is_created_shows_its_next_occurrences_and_is_cancelled(
     assert "Weekly pickup reminder" in page.inner_text("table.list")
 
 
-def test_the_overview_draws_charts_with_data(page: Any, stack: Stack, artifacts: Path) -> None:
+def test_the_overview_draws_charts_with_data(page: Any, stack: Stack, key: str, artifacts: Path) -> None:
+    sent = stack.sender(key).post("/v1/messages", json={"to": "+5511999990007", "text": "For the chart"})
+    assert sent.status_code == 202, sent.text
+    wait_for(
+        lambda: message_status(stack, key, sent.json()["id"])["status"] == "sent", 45, "the message sent"
+    )
     page.goto(f"{stack.url}/")
     bars = page.locator("#chart-per-day svg.chart rect[data-value]")
     assert bars.count() > 0, page.inner_html("#chart-per-day")
@@ -207,3 +212,19 @@ def test_sign_out_ends_the_session(browser: Any, stack: Stack, key: str) -> None
     page.goto(f"{stack.url}/messages")
     assert page.url == f"{stack.url}/sign-in"
     page.context.close()
+
+
+def test_a_channel_is_paused_and_resumed_from_its_page(
+    page: Any, stack: Stack, key: str, artifacts: Path
+) -> None:
+    channel = stack.meta_channel(key)
+    page.goto(f"{stack.url}/channels")
+    page.get_by_role("link", name=channel["name"]).first.click()
+    page.wait_for_url(re.compile(r"/channels/[0-9a-f-]{36}$"))
+    page.get_by_role("button", name="Pause").click()
+    page.locator(".breaker", has_text="paused").wait_for()
+    assert "paused by an operator" in page.inner_text("main")
+    assert stack.sender(key).get(f"/v1/channels/{page.url.rsplit('/', 1)[-1]}").json()["breaker"] == "paused"
+    page.screenshot(path=str(artifacts / "channel-paused.png"), full_page=True)
+    page.get_by_role("button", name="Resume").click()
+    page.locator(".breaker", has_text="closed").wait_for()
