@@ -106,6 +106,14 @@ async def edit_schedule(schedule_id: str, p: Page = Depends(page)) -> HTMLRespon
         raise ApiRefused(answer)
     s = answer.body
     form = {"to": s["to"], "text": s.get("text") or "", "timezone": "UTC", "send_at": s["send_at"][:16]}
+    recurrence = s.get("recurrence") or {}
+    if recurrence.get("preset"):
+        form.update(
+            timezone=recurrence.get("timezone") or "UTC",
+            send_at=str(recurrence.get("start") or "")[:16],
+            preset=recurrence["preset"],
+            count=str(recurrence.get("count") or ""),
+        )
     return _form_page(p, form, None, 200, item=s)
 
 

@@ -117,6 +117,13 @@ def test_a_schedule_is_created_shows_its_next_occurrences_and_is_cancelled(
     assert page.inner_text(".js-schedule-status") == "pending"
     assert page.locator(".js-next li").count() == 5
     page.screenshot(path=str(artifacts / "schedule.png"), full_page=True)
+    page.get_by_role("link", name="Edit").click()
+    assert page.input_value("select[name=preset]") == "weekly"
+    page.fill("textarea[name=text]", "Weekly pickup reminder (edited)")
+    page.click("#schedule-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/schedules/[0-9a-f-]{36}$"))
+    assert "Weekly pickup reminder (edited)" in page.inner_text("main")
+    assert page.locator(".js-next li").count() == 5
     page.click("#cancel-schedule button")
     page.locator(".js-schedule-status", has_text="cancelled").wait_for()
     page.goto(f"{stack.url}/schedules?status=cancelled")
