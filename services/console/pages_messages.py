@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -140,8 +141,8 @@ async def live_messages(p: Page = Depends(page), ids: str = "") -> JSONResponse:
     """Statuses of the messages on screen, for the page's polling (at most 100 ids)."""
     wanted = [i for i in ids.split(",") if _is_uuid(i)][:100]
     out: dict[str, Any] = {}
-    for message_id in wanted:
-        answer = await p.api.get("sender", f"/v1/messages/{message_id}")
+    answers = await asyncio.gather(*(p.api.get("sender", f"/v1/messages/{i}") for i in wanted))
+    for message_id, answer in zip(wanted, answers, strict=True):
         if answer.ok and isinstance(answer.body, dict) and "status" in answer.body:
             m = answer.body
             out[message_id] = {
