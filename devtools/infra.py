@@ -368,6 +368,31 @@ def _rabbitmq_scripts(log: Callable[[str], None]) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+_CHROMIUM_APT_INSTALL = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium"
+
+
+def ensure_chromium(log: Callable[[str], None] = print) -> Path:
+    """Debian's ``chromium`` for the console's browser tests (Playwright drives it; it never
+    downloads a browser), installed with apt-get when missing and root. Fails clearly otherwise."""
+    found = CHROMIUM if CHROMIUM.exists() else (Path(p) if (p := shutil.which("chromium")) else None)
+    if found is not None:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise InfraError("chromium is not installed; install it as root with: " + _CHROMIUM_APT_INSTALL)
+    log("chromium: not installed; installing it with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            output = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise InfraError(f"chromium: `{' '.join(cmd)}` failed:\n{output}")
+    if not CHROMIUM.exists():
+        raise InfraError(f"chromium: apt-get installed chromium but {CHROMIUM} is missing")
+    log("chromium: installed")
+    return CHROMIUM
+
+
 class LocalInfra:
     """RabbitMQ + PostgreSQL from the machine's own packages, under one state folder.
 

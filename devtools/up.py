@@ -2,8 +2,9 @@
 
 Where a Docker engine answers: ``docker compose up`` of the whole stack. Otherwise RabbitMQ and
 PostgreSQL from the machine's own packages (installing Debian's rabbitmq-server when missing)
-under ``.herald/``, then ``herald migrate``, a demo tenant, and the four services as processes on
-ports 8001–8004. Prints copy-paste ``curl`` commands; Ctrl-C stops everything it started (data in
+under ``.herald/``, then ``herald migrate``, a demo tenant, the four services as processes on
+ports 8001–8004 and the operators' web console on 8005. Prints copy-paste ``curl`` commands, the
+console's address and the demo key to sign in with; Ctrl-C stops everything it started (data in
 ``.herald/`` is kept for the next run; ``make clean`` removes it).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,13 +25,15 @@ import httpx
 
 from devtools.infra import LocalInfra, docker_available
 from devtools.processes import REPO, ServiceProcess, herald_cli, ingest_env, port_in_use
-from herald.services import SERVICES
+from herald.services import COMPONENTS, CONSOLE, SERVICES
 
 STATE = REPO / ".herald"
 DEMO_FILE = STATE / "demo-tenant.json"
 #: what a second shell needs to reach the stack this process started: the `herald` command reads
 #: it when HERALD_DATABASE_URL is not set; `set -a; . .herald/env; set +a` gives curl $HERALD_KEY
 ENV_FILE = STATE / "env"
+#: the console's cookie-signing secret when CONSOLE_SECRET_KEY is not set: generated once, kept
+CONSOLE_SECRET_FILE = STATE / "console-secret"
 
 
 #: what the CLI must share with the services (the secrets only when they were set for `make up`)
@@ -92,6 +96,28 @@ def curl_examples(key: str, ports: dict[str, int]) -> str:
 """
 
 
+def console_secret() -> str:
+    """CONSOLE_SECRET_KEY, or one generated into .herald/ on first run (sign-ins survive restarts)."""
+    if os.environ.get("CONSOLE_SECRET_KEY"):
+        return os.environ["CONSOLE_SECRET_KEY"]
+    if not CONSOLE_SECRET_FILE.exists():
+        STATE.mkdir(exist_ok=True)
+        CONSOLE_SECRET_FILE.write_text(secrets.token_hex(32))
+        CONSOLE_SECRET_FILE.chmod(0o600)
+    return CONSOLE_SECRET_FILE.read_text().strip()
+
+
+def console_env(ports: dict[str, int]) -> dict[str, str]:
+    """What the console needs: the four services' addresses and its cookie secret."""
+    env = {f"CONSOLE_{name.upper()}_URL": f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
+    env["CONSOLE_SECRET_KEY"] = console_secret()
+    return env
+
+
+def console_banner(key: str, port: int) -> str:
+    return f"\n  Web console: http://localhost:{port}\n  Sign in with the demo tenant's API key: {key}\n"
+
+
 def demo_key(env: dict[str, str], sender_url: str) -> str:
     """The demo tenant's key: reused across runs (kept in .herald/), created on first run."""
     if DEMO_FILE.exists():
@@ -114,12 +140,12 @@ def demo_key(env: dict[str, str], sender_url: str) -> str:
 
 
 def run_local() -> int:
-    ports = {name: int(os.environ.get(f"{name.upper()}_PORT", s.port)) for name, s in SERVICES.items()}
+    ports = {name: int(os.environ.get(f"{name.upper()}_PORT", s.port)) for name, s in COMPONENTS.items()}
     busy = [f"{n} ({p})" for n, p in ports.items() if port_in_use(p)]
     if busy:
         say(
             f"port(s) in use: {', '.join(busy)}. Is Herald already running? Stop it, or set "
-            "INGEST_PORT/SCHEDULER_PORT/PIPELINE_PORT/SENDER_PORT."
+            "INGEST_PORT/SCHEDULER_PORT/PIPELINE_PORT/SENDER_PORT/CONSOLE_PORT."
         )
         return 1
     STATE.mkdir(exist_ok=True)
@@ -178,11 +204,24 @@ def run_local() -> int:
             svc.wait_ready(timeout=90)
             say(f"{svc.name:<9} ready on {svc.url}  (log: .herald/logs/{svc.name}.log)")
         key = demo_key(env, services[-1].url)
+        console = ServiceProcess(
+            CONSOLE.name,
+            ports[CONSOLE.name],
+            {**env, **console_env(ports)},
+            logs / f"{CONSOLE.name}.log",
+            host="0.0.0.0",
+        )
+        console.start()
+        services.append(console)
+        console.wait_ready(timeout=60)
+        say(f"{console.name:<9} ready on {console.url}  (log: .herald/logs/{console.name}.log)")
         write_env_file(ENV_FILE, env, key, {svc.name: f"http://localhost:{svc.port}" for svc in services})
         say("wrote .herald/env: `uv run herald …` in another shell uses this stack")
         print(
             f"\nHerald is up: all four services answer /readyz. Demo tenant key below; try:\n"
-            f"{curl_examples(key, ports)}\nPress Ctrl-C to stop everything.",
+            f"{curl_examples(key, {n: p for n, p in ports.items() if n in SERVICES})}"
+            f"{console_banner(key, ports[CONSOLE.name])}\n"
+            "Press Ctrl-C to stop everything.",
             flush=True,
         )
         while True:
@@ -218,11 +257,11 @@ def run_compose() -> int:
             DEMO_FILE.write_text(out.strip().splitlines()[-1])
             key = json.loads(DEMO_FILE.read_text())["api_key"]
         print(
-            f"\nHerald is up. Demo tenant key below; try:\n{curl_examples(key, {name: s.port for name, s in SERVICES.items()})}\n"
-            "Following the logs; press Ctrl-C to stop everything.",
+            f"\nHerald is up. Demo tenant key below; try:\n{curl_examples(key, {name: s.port for name, s in SERVICES.items()})}"
+            f"{console_banner(key, CONSOLE.port)}\nFollowing the logs; press Ctrl-C to stop everything.",
             flush=True,
         )
-        subprocess.run([*compose, "logs", "--follow", *SERVICES], cwd=REPO)
+        subprocess.run([*compose, "logs", "--follow", *COMPONENTS], cwd=REPO)
     except KeyboardInterrupt:
         pass
     finally:

@@ -9,7 +9,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from herald.services import SERVICES
+from herald.services import COMPONENTS
 
 if TYPE_CHECKING:
     from shared.settings import HeraldSettings
@@ -42,7 +42,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    runtime, app = SERVICES[args.service].build()
+    runtime, app = COMPONENTS[args.service].build()
     from shared.service import bootstrap
 
     bootstrap(runtime.settings)
@@ -114,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_migrate)
 
     r = sub.add_parser("run", help="run one service in the foreground")
-    r.add_argument("service", choices=list(SERVICES))
+    r.add_argument("service", choices=list(COMPONENTS))
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="tenant_command", required=True)

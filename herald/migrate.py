@@ -17,7 +17,7 @@ from herald.services import ROOT, SERVICES
 #: schema → folder holding its env.py and versions/, in the order they are applied
 MIGRATIONS: dict[str, Path] = {
     "tenancy": ROOT / "shared" / "migrations",
-    **{name: service.migrations for name, service in SERVICES.items()},
+    **{name: service.migrations for name, service in SERVICES.items() if service.migrations is not None},
 }
 
 

@@ -2,6 +2,9 @@
 migrates (after the shared ``tenancy`` schema), and the port each listens on by default.
 
 Adding a service is one line here; ``make up``, the end-to-end tests and the benchmarks read it.
+``SERVICES`` are the four with a schema and the broker; ``CONSOLE`` is the operators' web console,
+a fifth process with neither (it talks to the four over HTTP); ``COMPONENTS`` is everything
+``herald run`` can start.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ class Service:
     name: str
     #: ``module:function`` returning ``(runtime, app)``; imported only when the service runs
     app_factory: str
-    #: Alembic folder (``env.py``, ``versions/``) of the service's own schema, named after it
-    migrations: Path
+    #: Alembic folder (``env.py``, ``versions/``) of the service's own schema, named after it;
+    #: None for a component without a schema (the console), which ``herald migrate`` skips
+    migrations: Path | None
     #: HTTP port when ``<NAME>_PORT`` is not set
     port: int
 
@@ -45,3 +49,9 @@ SERVICES: dict[str, Service] = {
         Service("sender", "services.sender.app:build", ROOT / "services" / "sender" / "migrations", 8004),
     )
 }
+
+#: the operators' web console: no schema, no broker; reaches the services through their HTTP APIs
+CONSOLE = Service("console", "services.console.app:build", None, 8005)
+
+#: everything ``herald run`` starts: the four services, then the console
+COMPONENTS: dict[str, Service] = {**SERVICES, CONSOLE.name: CONSOLE}
