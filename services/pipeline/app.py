@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from services.pipeline import api as pipeline_api
-from services.pipeline import handlers
+from services.pipeline import handlers, jobs
 from services.pipeline import inbound as conversation
 from services.pipeline.domain import DEFAULT_ORDER_RULE
 from services.pipeline.models import SCHEMA, metadata
@@ -108,5 +108,6 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
         )
 
     runtime.declare_publishes(MessageRequested, DraftReady)
+    runtime.on_shutdown("model client", lambda: jobs.close_agents(runtime))
     app = runtime.create_app([api, *pipeline_api.routers(runtime)])
     return runtime, app
