@@ -112,6 +112,9 @@ class FakeChatModel:
         self.api_key = api_key
         self.default = "ok"
         self._script: list[str | dict[str, Any]] = []
+        #: seconds the next request asking for this json_schema name waits first (one request each:
+        #: ``delay_next["WriterAnswer"] = 30`` holds the writer step while a test kills the process)
+        self.delay_next: dict[str, float] = {}
         #: every request body, in order (failed attempts too)
         self.received: list[dict[str, Any]] = []
         self.answered_at: list[float] = []
@@ -152,6 +155,9 @@ class FakeChatModel:
             return _error(400, "'model' and 'messages' are required properties.", "invalid_request_error")
         if self.reject_response_format and "response_format" in body:
             return _error(400, "response_format is not supported by this model.", "invalid_request_error")
+        schema_name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        if schema_name in self.delay_next:
+            await asyncio.sleep(self.delay_next.pop(schema_name))
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
         if isinstance(mode, dict):

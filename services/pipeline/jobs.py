@@ -81,6 +81,7 @@ async def close_agents(runtime: ServiceRuntime) -> None:
         clients[id(shared)] = shared
     for client in clients.values():
         await client.aclose()
+        log.info("model client closed")
 
 
 def draft_id_for(tenant_id: uuid.UUID, job_key: str) -> uuid.UUID:
