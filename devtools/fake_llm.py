@@ -2,13 +2,15 @@
 chat completion objects with ``usage``, and errors as ``{"error": {message, type, param, code}}``
 (``../shared/contracts/openai/``, README section 7).
 
-It answers the pipeline's three model agents with valid JSON built from what they send (topic and
-angle; a post from the cited notes; a title and the post cut to its limit). Modes, consumed one per
+It answers the pipeline's model agents with valid JSON built from what they send (an order's
+platform and topic; topic and angle; a post from the cited notes; a title and the post cut to its
+limit). Modes, consumed one per
 request from ``script(...)`` and then ``default``:
 
 - ``ok``; ``slow`` (waits ``slow_seconds`` first, for a client timeout to trip);
 - ``429`` (with ``Retry-After: retry_after``), ``500``, ``503``, ``401``;
 - ``malformed`` (content that is not JSON), ``invalid`` (JSON that does not match the schema);
+- a dict: that object as the answer's content (a scripted reading, right or wrong);
 - ``reject_response_format=True``: any request carrying ``response_format`` gets 400, as servers
   without structured output answer.
 
@@ -65,6 +67,18 @@ def answer_for(body: dict[str, Any]) -> dict[str, Any]:
     """A valid answer to one of the pipeline's agents, from the schema asked for and the payload."""
     props = set((_schema_of(body).get("properties") or {}).keys())
     payload = _payload(body)
+    if "platform" in props:  # the order parser: a literal reading of the message
+        words = str(payload.get("message", "")).lower().replace(",", " ").split()
+        named = {
+            "linkedin": "linkedin",
+            "instagram": "instagram",
+            "twitter": "x",
+            "tweet": "x",
+            "blog": "blog",
+        }
+        platform = next((named[w] for w in words if w in named), None)
+        topic = " ".join(words[words.index("about") + 1 :]) if "about" in words else None
+        return {"platform": platform, "length": None, "tone": None, "topic": topic or None}
     if "title" in props:
         limit = int(payload.get("limit") or 3000)
         topic = (payload.get("brief") or {}).get("topic") or "Notes"
@@ -97,7 +111,10 @@ class FakeChatModel:
         self.reject_response_format = reject_response_format
         self.api_key = api_key
         self.default = "ok"
-        self._script: list[str] = []
+        self._script: list[str | dict[str, Any]] = []
+        #: seconds the next request asking for this json_schema name waits first (one request each:
+        #: ``delay_next["WriterAnswer"] = 30`` holds the writer step while a test kills the process)
+        self.delay_next: dict[str, float] = {}
         #: every request body, in order (failed attempts too)
         self.received: list[dict[str, Any]] = []
         self.answered_at: list[float] = []
@@ -107,7 +124,7 @@ class FakeChatModel:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def script(self, *modes: str) -> None:
+    def script(self, *modes: str | dict[str, Any]) -> None:
         """The next requests' modes, one each, before ``default`` applies again."""
         self._script.extend(modes)
 
@@ -138,9 +155,14 @@ class FakeChatModel:
             return _error(400, "'model' and 'messages' are required properties.", "invalid_request_error")
         if self.reject_response_format and "response_format" in body:
             return _error(400, "response_format is not supported by this model.", "invalid_request_error")
+        schema_name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        if schema_name in self.delay_next:
+            await asyncio.sleep(self.delay_next.pop(schema_name))
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
-        if mode == "malformed":
+        if isinstance(mode, dict):
+            content = json.dumps(mode, ensure_ascii=False)
+        elif mode == "malformed":
             content = 'Sure! Here is the JSON: {"text": "unterminated'
         elif mode == "invalid":
             content = json.dumps({"unexpected": "shape"})

@@ -159,6 +159,7 @@ class ServiceRuntime:
         self.stopping = asyncio.Event()
         self.broker_started = asyncio.Event()
         self._loops: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._on_shutdown: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
 
     # --- building blocks for handlers ----------------------------------------------------
@@ -190,6 +191,11 @@ class ServiceRuntime:
     def add_loop(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Register a long-running coroutine (a claim loop, a sweeper) started with the app."""
         self._loops.append((name, loop))
+
+    def on_shutdown(self, name: str, close: Callable[[], Awaitable[None]]) -> None:
+        """Register a coroutine run once at shutdown, after the consumers and loops stopped and
+        before the database engine is disposed (a service's own clients: an HTTP pool, …)."""
+        self._on_shutdown.append((name, close))
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -260,6 +266,11 @@ class ServiceRuntime:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            for name, close in self._on_shutdown:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("shutdown hook failed", hook=name)
             await self.engine.dispose()
             log.info("service stopped")
 

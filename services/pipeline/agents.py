@@ -18,10 +18,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from services.pipeline import writer
-from services.pipeline.llm import ChatClient
+from services.pipeline import orders, writer
+from services.pipeline.llm import ChatClient, LLMError
 from services.pipeline.settings import PipelineSettings
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -243,6 +243,49 @@ class ModelEditor:
         return StepResult(answer.value.model_dump(), answer.model, answer.tokens)
 
 
+# --- reading an order (inbound, before any job) ------------------------------------------------
+
+
+class OrderAnswer(BaseModel):
+    """What an order asks for; null where it does not say (the conversation asks for it). Every
+    key is required and no other is allowed: an answer of another shape is not a reading."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    platform: Literal["linkedin", "instagram", "x", "blog"] | None
+    length: Literal["short", "medium", "long"] | None
+    tone: Literal["professional", "casual", "friendly", "authoritative"] | None
+    topic: str | None = Field(max_length=120)
+
+
+class ModelOrderParser:
+    """An inbound order read by the model (structured output, validated as ``OrderAnswer``).
+
+    ``parse`` never fails: a model that is unavailable, or whose answer stays invalid after the
+    client's corrective retry, leaves the order to the rule-based parser (``orders.parse_order``)."""
+
+    name = "order_parser"
+
+    def __init__(self, client: ChatClient, model: str) -> None:
+        self.client, self.model = client, model
+
+    async def parse(self, text: str) -> orders.Order | None:
+        rule_based = orders.parse_order(text)
+        if rule_based is None:
+            return None  # not an order: a note, and no model call for it
+        messages = [
+            {"role": "system", "content": prompt(rule_based.language, self.name)},
+            {"role": "user", "content": json.dumps({"message": text}, ensure_ascii=False)},
+        ]
+        try:
+            answer = await self.client.structured(self.name, self.model, messages, OrderAnswer, temperature=0)
+        except LLMError:
+            return rule_based  # the client logged and counted why
+        a = answer.value
+        topic = " ".join((a.topic or "").split()) or None
+        return orders.Order(rule_based.language, a.platform, a.length, a.tone, topic)
+
+
 # --- choosing ---------------------------------------------------------------------------------
 
 Kind = Literal["order_builder", "writer", "editor"]
@@ -274,3 +317,9 @@ def build_agents(settings: PipelineSettings, client: ChatClient | None) -> list[
         return _OFFLINE[kind]()
 
     return [pick("order_builder"), Retrieval(), pick("writer"), pick("editor")]
+
+
+def build_order_parser(settings: PipelineSettings, client: ChatClient | None) -> ModelOrderParser | None:
+    """The model order parser when the settings name a model for it, else None (rule-based)."""
+    model = settings.model_for("order_parser")
+    return ModelOrderParser(client, model) if client is not None and model else None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from services.pipeline import api as pipeline_api
-from services.pipeline import api_event_types, event_types, handlers
+from services.pipeline import api_event_types, event_types, handlers, jobs
 from services.pipeline import inbound as conversation
 from services.pipeline.domain import DEFAULT_ORDER_RULE
 from services.pipeline.models import SCHEMA, metadata
@@ -110,5 +110,6 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
         )
 
     runtime.declare_publishes(MessageRequested, DraftReady)
+    runtime.on_shutdown("model client", lambda: jobs.close_agents(runtime))
     app = runtime.create_app([api, *pipeline_api.routers(runtime), api_event_types.router(runtime)])
     return runtime, app

@@ -157,14 +157,21 @@ def answer_value(ctx: Context, reply: Reply) -> str | None:
 
 
 def decide(
-    reply: Reply, ctx: Context | None, profile: Profile | None, keywords: list[str], now: datetime
+    reply: Reply,
+    ctx: Context | None,
+    profile: Profile | None,
+    keywords: list[str],
+    now: datetime,
+    order: orders.Order | None = None,
 ) -> Decision:
     """One inbound message of a mapped user → what to do. ``keywords``: of the user's recent
-    notes, offered as topics when neither order nor profile has one."""
+    notes, offered as topics when neither order nor profile has one. ``order``: the message as
+    the model read it, when one is configured; else the rule-based parser reads it."""
     profile = profile or Profile()
     expired = ctx is not None and domain.is_expired(ctx.expires_at, now)
     open_ctx = None if expired else ctx
-    order = orders.parse_order(reply.text or "", None)
+    if order is None:
+        order = orders.parse_order(reply.text or "", None)
     if order is not None:
         language = profile.language if profile.language in _QUESTIONS else order.language
         return next_step(

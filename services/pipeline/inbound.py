@@ -107,6 +107,10 @@ async def on_inbound(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
     user_id = data.user_id
     reply = _reply(data)
     now = datetime.now(UTC)
+    # the model reads an order before the transaction (no connection held while it answers);
+    # a failed or invalid answer gives the rule-based reading, and a note costs no model call
+    parser = jobs.order_parser_of(runtime)
+    order = await parser.parse(reply.text or "") if parser is not None else None
 
     async def decide_and_apply() -> policy.Decision | None:
         async with runtime.uow() as uow:
@@ -118,7 +122,7 @@ async def on_inbound(runtime: ServiceRuntime, event: CloudEvent[InboundReceived]
             if (ctx is not None or is_order(reply.text or "")) and not (profile and profile.topics):
                 recent = await repo.list_notes(uow.conn, event.tenantid, user_id, 20)
                 keywords = writer.keywords([n.body for n in recent], 3)
-            decision = policy.decide(reply, ctx, profile, keywords, now)
+            decision = policy.decide(reply, ctx, profile, keywords, now, order)
             if isinstance(decision, policy.Run):
                 return decision  # rolled back: ``_run_order`` marks it processed with the job
             if isinstance(decision, policy.Note):

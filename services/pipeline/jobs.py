@@ -24,7 +24,7 @@ from prometheus_client import Counter, Histogram
 from services.pipeline import agents as ag
 from services.pipeline import repository as repo
 from services.pipeline import writer
-from services.pipeline.llm import LLMError
+from services.pipeline.llm import ChatClient, LLMError
 from services.pipeline.settings import PipelineSettings
 from shared.events import DraftReady, MessageRequested, new_event
 from shared.service import ServiceRuntime
@@ -38,15 +38,35 @@ log = logging.getLogger("herald.pipeline")
 
 #: each runtime's agents, built once from its settings (``use_agents`` replaces them)
 _AGENTS: weakref.WeakKeyDictionary[ServiceRuntime, list[ag.Agent]] = weakref.WeakKeyDictionary()
+#: each runtime's model client, shared by its agents and its order parser (None: offline)
+_CLIENTS: weakref.WeakKeyDictionary[ServiceRuntime, ChatClient | None] = weakref.WeakKeyDictionary()
+_PARSERS: weakref.WeakKeyDictionary[ServiceRuntime, ag.ModelOrderParser | None] = weakref.WeakKeyDictionary()
+
+
+def _settings(runtime: ServiceRuntime) -> PipelineSettings:
+    settings = runtime.settings
+    assert isinstance(settings, PipelineSettings)
+    return settings
+
+
+def _client(runtime: ServiceRuntime) -> ChatClient | None:
+    if runtime not in _CLIENTS:
+        _CLIENTS[runtime] = ag.client_from(_settings(runtime))
+    return _CLIENTS[runtime]
 
 
 def agents_of(runtime: ServiceRuntime) -> list[ag.Agent]:
     found = _AGENTS.get(runtime)
     if found is None:
-        settings = runtime.settings
-        assert isinstance(settings, PipelineSettings)
-        found = _AGENTS[runtime] = ag.build_agents(settings, ag.client_from(settings))
+        found = _AGENTS[runtime] = ag.build_agents(_settings(runtime), _client(runtime))
     return found
+
+
+def order_parser_of(runtime: ServiceRuntime) -> ag.ModelOrderParser | None:
+    """The model order parser when one is configured; None: the rule-based parser."""
+    if runtime not in _PARSERS:
+        _PARSERS[runtime] = ag.build_order_parser(_settings(runtime), _client(runtime))
+    return _PARSERS[runtime]
 
 
 def use_agents(runtime: ServiceRuntime, agents: list[ag.Agent]) -> None:
@@ -54,10 +74,14 @@ def use_agents(runtime: ServiceRuntime, agents: list[ag.Agent]) -> None:
 
 
 async def close_agents(runtime: ServiceRuntime) -> None:
-    """Close the model client of a runtime's agents (they share one)."""
-    clients = {id(c): c for a in _AGENTS.pop(runtime, []) if (c := getattr(a, "client", None)) is not None}
+    """Close the model clients of a runtime's agents and order parser (they share one)."""
+    held = [*_AGENTS.pop(runtime, []), _PARSERS.pop(runtime, None)]
+    clients = {id(c): c for a in held if (c := getattr(a, "client", None)) is not None}
+    if (shared := _CLIENTS.pop(runtime, None)) is not None:
+        clients[id(shared)] = shared
     for client in clients.values():
         await client.aclose()
+        log.info("model client closed")
 
 
 def draft_id_for(tenant_id: uuid.UUID, job_key: str) -> uuid.UUID:

@@ -6,7 +6,7 @@ from pydantic_settings import SettingsConfigDict
 from shared.settings import HeraldSettings
 
 #: the agents that can be model-backed (retrieval is SQL)
-MODEL_AGENTS = ("order_builder", "writer", "editor")
+MODEL_AGENTS = ("order_builder", "writer", "editor", "order_parser")
 
 
 class PipelineSettings(HeraldSettings):
@@ -30,6 +30,11 @@ class PipelineSettings(HeraldSettings):
     )
     llm_model_writer: str | None = Field(default=None, description="'offline' keeps the agent offline.")
     llm_model_editor: str | None = Field(default=None, description="'offline' keeps the agent offline.")
+    llm_model_order_parser: str | None = Field(
+        default=None,
+        description="Reads an inbound order's platform, length, tone and topic; 'offline' keeps the "
+        "rule-based parser.",
+    )
     llm_timeout_seconds: float = Field(default=60.0, gt=0, description="Per HTTP attempt.")
     llm_concurrency: int = Field(default=8, ge=1, description="Model calls in flight, all agents together.")
     llm_max_attempts: int = Field(default=4, ge=1, description="Attempts per call on 429/5xx/timeouts.")
