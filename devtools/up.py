@@ -25,9 +25,12 @@ import httpx
 
 from devtools.infra import LocalInfra, docker_available
 from devtools.processes import REPO, ServiceProcess, herald_cli, ingest_env, port_in_use
+from devtools.supervise import Supervisor
 from herald.services import COMPONENTS, CONSOLE, SERVICES
 
-STATE = REPO / ".herald"
+#: where make up keeps its broker, database, logs and demo key (HERALD_STATE_DIR: elsewhere, e.g.
+#: for a second stack or a test; the `herald` command looks only in the checkout's .herald/)
+STATE = Path(os.environ.get("HERALD_STATE_DIR") or REPO / ".herald")
 DEMO_FILE = STATE / "demo-tenant.json"
 #: what a second shell needs to reach the stack this process started: the `herald` command reads
 #: it when HERALD_DATABASE_URL is not set; `set -a; . .herald/env; set +a` gives curl $HERALD_KEY
@@ -224,13 +227,15 @@ def run_local() -> int:
             "Press Ctrl-C to stop everything.",
             flush=True,
         )
+        # a process that dies is started again and the rest keep running (as Compose's
+        # `restart: unless-stopped` and Kubernetes do); one that keeps crashing stops the stack
+        supervisor = Supervisor(services, say)
         while True:
-            for svc in services:
-                if svc.proc is not None and svc.proc.poll() is not None:
-                    say(
-                        f"{svc.name} exited with {svc.proc.returncode}; last lines of its log:\n{svc.log_tail()}"
-                    )
-                    return 1
+            gave_up = supervisor.poll()
+            if gave_up is not None:
+                svc = next(s for s in services if s.name == gave_up.name)
+                say(f"{gave_up}; last lines of its log:\n{svc.log_tail()}\nstopping everything.")
+                return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
