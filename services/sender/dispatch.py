@@ -328,13 +328,19 @@ class Dispatcher:
         d = outcome.decision
         label = str(job.channel.id)
         if isinstance(d, domain.Retry):
+            until = now + timedelta(seconds=d.delay)
             change = status.Change(
                 current._mapping,
                 "queued",
                 "sending",
                 d.note,
                 error_code=code,
-                values={"sending_started_at": None, "not_before": now + timedelta(seconds=d.delay)},
+                values={
+                    "sending_started_at": None,
+                    "not_before": until,
+                    "wait_reason": domain.retry_wait_reason(exc.failure),
+                    "wait_until": until,
+                },
             )
         else:
             change = status.Change(
