@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -147,8 +147,9 @@ def all_keys(period: Period, group_by: str) -> list[str] | None:
     if group_by == "day":
         return [(period.start + timedelta(days=i)).isoformat() for i in range(period.days)]
     if group_by == "hour":
-        zone, keys, at = period.zone, [], period.since
-        while at < period.until:
+        # step in UTC: aware arithmetic in a zone is wall-clock (a DST day has 23 or 25 hours)
+        zone, keys, at, end = period.zone, [], period.since.astimezone(UTC), period.until.astimezone(UTC)
+        while at < end:
             key = at.astimezone(zone).strftime("%Y-%m-%dT%H:00")
             if not keys or keys[-1] != key:
                 keys.append(key)
