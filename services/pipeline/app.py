@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from services.pipeline import api as pipeline_api
+from services.pipeline import api_analytics as analytics_api
 from services.pipeline import handlers
 from services.pipeline import inbound as conversation
 from services.pipeline.domain import DEFAULT_ORDER_RULE
@@ -108,5 +109,5 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
         )
 
     runtime.declare_publishes(MessageRequested, DraftReady)
-    app = runtime.create_app([api, *pipeline_api.routers(runtime)])
+    app = runtime.create_app([api, *pipeline_api.routers(runtime), *analytics_api.routers(runtime)])
     return runtime, app

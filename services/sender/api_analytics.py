@@ -88,7 +88,7 @@ def routers(sender: Sender) -> list[APIRouter]:
             ) from None
         try:
             async with runtime.engine.connect() as conn:
-                rows, totals = await queries.message_figures(
+                rows = await queries.message_figures(
                     conn, tenant.id, period.since, period.until, group_by, tz
                 )
                 failures = await queries.top_failures(
@@ -100,12 +100,13 @@ def routers(sender: Sender) -> list[APIRouter]:
             raise ApiError(
                 422, "invalid_request", f"tz: time zone {tz!r} is not known to the database"
             ) from None
+        by_key, totals = analytics.combine(rows)
         return {
             "from": period.start.isoformat(),
             "to": period.end.isoformat(),
             "tz": tz,
             "group_by": group_by,
-            "groups": analytics.groups(period, group_by, rows),
+            "groups": analytics.groups(period, group_by, by_key),
             "totals": analytics.group(None, totals),
             "top_failures": [
                 {

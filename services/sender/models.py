@@ -68,6 +68,13 @@ messages = sa.Table(
         "created_at",
         postgresql_include=["status", "channel_id", "origin", "error_code", "sent_at", "delivered_at"],
     ),
+    sa.Index(
+        "ix_messages_failed",
+        "tenant_id",
+        "created_at",
+        postgresql_include=["error_code", "provider"],
+        postgresql_where=sa.text("status = 'failed'"),
+    ),
 )
 
 message_history = sa.Table(

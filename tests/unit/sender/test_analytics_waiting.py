@@ -42,11 +42,40 @@ def test_day_and_hour_groups_cover_the_period_and_dst_days():
     lisbon = analytics.parse_period("2026-10-25", "2026-10-25", "Europe/Lisbon", "hour")
     keys = analytics.all_keys(lisbon, "hour")
     assert keys is not None and len(keys) == 24  # 25 hours, the repeated 01:00 is one local key
-    rows = [{"key": "2026-12-02", "requested": 3, "sent": 2, "delivered": 2, "read": 1, "failed": 1}]
-    out = analytics.groups(analytics.parse_period("2026-12-01", "2026-12-03", "UTC", "day"), "day", rows)
+    by_key = {"2026-12-02": {"requested": 3, "sent": 2, "delivered": 2, "read": 1, "failed": 1}}
+    out = analytics.groups(analytics.parse_period("2026-12-01", "2026-12-03", "UTC", "day"), "day", by_key)
     assert [g["key"] for g in out] == ["2026-12-01", "2026-12-02", "2026-12-03"]
     assert out[0]["requested"] == 0 and out[0]["read_rate"] is None
     assert out[1]["read_rate"] == 0.5 and out[1]["queue_time_ms"] == {"mean": None, "p50": None, "p95": None}
+
+
+def test_counts_add_up_and_percentiles_come_from_the_histograms_within_a_few_percent():
+    import math
+    import random
+    from datetime import date
+
+    rng = random.Random(7)
+    values = {date(2026, 12, 1): [rng.lognormvariate(5, 1) for _ in range(999)], date(2026, 12, 2): [120.0]}
+    rows = []
+    for day, vs in values.items():
+        buckets: dict[int, int] = {}
+        for v in vs:
+            b = math.floor(math.log(max(v, 1.0)) * analytics.BUCKETS_PER_E)
+            buckets[b] = buckets.get(b, 0) + 1
+        rows.append(
+            {"key": day, "n": len(vs) + 1, "sent": len(vs), "delivered": 1, "read": 1, "failed": 1}
+            | {"q_sum": sum(vs), "q_n": len(vs), "q_buckets": sorted(buckets)}
+            | {"q_counts": [buckets[b] for b in sorted(buckets)], "d_buckets": None, "d_counts": None}
+        )
+    by_key, totals = analytics.combine(rows)
+    assert set(by_key) == {"2026-12-01", "2026-12-02"}
+    assert totals["requested"] == 1002 and totals["sent"] == 1000 and totals["failed"] == 2
+    everything = sorted(v for vs in values.values() for v in vs)
+    assert totals["q_mean"] == pytest.approx(sum(everything) / len(everything))
+    exact_p95 = everything[math.ceil(0.95 * len(everything)) - 1]
+    assert totals["q_p95"] == pytest.approx(exact_p95, rel=0.03)
+    assert by_key["2026-12-02"]["q_p50"] == pytest.approx(120.0, rel=0.03)
+    assert totals["d_p50"] is None
 
 
 def test_a_failure_code_means_metas_words_or_the_stored_reason():

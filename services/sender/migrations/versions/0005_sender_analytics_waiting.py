@@ -8,7 +8,8 @@
   hours, pair interval, tier, a retry's backoff); meaningful while ``wait_until = not_before``.
 - ``sent_content``: the fallback template when one replaced the free-form content.
 - ``ix_messages_analytics``: (tenant, created_at) with the columns the analytics read, so a
-  period's figures come from an index-only scan.
+  period's figures come from an index-only scan; ``ix_messages_failed`` (partial) for the top
+  failure codes.
 
 Revision ID: 0005_sender
 Revises: 0003_sender
@@ -77,9 +78,18 @@ def upgrade() -> None:
         postgresql_include=["status", "channel_id", "origin", "error_code", "sent_at", "delivered_at"],
         schema=S,
     )
+    op.create_index(
+        "ix_messages_failed",
+        "messages",
+        ["tenant_id", "created_at"],
+        postgresql_include=["error_code", "provider"],
+        postgresql_where=sa.text("status = 'failed'"),
+        schema=S,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_failed", table_name="messages", schema=S)
     op.drop_index("ix_messages_analytics", table_name="messages", schema=S)
     op.execute("DROP TRIGGER IF EXISTS messages_stamp_status_times ON sender.messages")
     op.execute("DROP FUNCTION IF EXISTS sender.stamp_status_times()")
