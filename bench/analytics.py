@@ -2,7 +2,7 @@
 
 Run::
 
-    scripts/uv run --frozen python -m bench.analytics [--messages 1000000] [--days 90] [--runs 30]
+    scripts/uv run --frozen python -m bench.analytics [--messages 1000000] [--days 90] [--runs 30] [--hot-rounds 3]
 
 It starts its own PostgreSQL (``devtools.infra``, or the server named by HERALD_TEST_DATABASE_URL),
 a migrated database, and seeds ``sender.messages`` with ``--messages`` rows over ``--days`` days in
@@ -18,6 +18,10 @@ failures) for the biggest tenant, Europe/Lisbon, ``--runs`` times each:
 and prints p50/p95 of each, **with** the 0005 index (``ix_messages_analytics``) and, in the same
 run, **without** it (dropped inside a transaction that is rolled back, so the planner falls back
 to the older ``ix_messages_tenant_created``), with the ratio. Target: p95 ≤ 100 ms.
+
+4. **hot path** (``--hot-rounds``): what 0005 costs the sender's writes — 4,000 messages inserted
+   100 per transaction, then moved queued → sending → sent → delivered 100 per statement, with the
+   0005 trigger and indexes and without them (dropped), alternately: ms per message at PostgreSQL.
 
 A program that prints figures, not a test: it asserts nothing.
 """
@@ -36,7 +40,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from devtools.database import create_migrated_database, drop_database
 from devtools.infra import resolve_infra
@@ -83,6 +87,81 @@ ORDER BY created
 """
 
 
+HOT_TENANT = uuid.UUID(int=99)
+HOT_INSERT = """
+INSERT INTO sender.messages (id, tenant_id, request_hash, recipient_enc, recipient_hash, priority, origin,
+    status, created_at, updated_at, not_before)
+SELECT gen_random_uuid(), :t, 'h', 'e', 'r' || g, 5, 'api', 'queued', now(), now(), now()
+FROM generate_series(1, :n) AS g
+"""
+HOT_UPDATE = "UPDATE sender.messages SET status = :s, updated_at = now() WHERE id = ANY(:ids) AND status = :p"
+ZERO_FIVE_DROP = (
+    "DROP TRIGGER messages_stamp_status_times ON sender.messages",
+    "DROP INDEX sender.ix_messages_analytics",
+    "DROP INDEX sender.ix_messages_failed",
+)
+
+
+async def hot_round(engine: AsyncEngine) -> tuple[float, float]:
+    """(ms per message inserted, ms per message for its three status updates)."""
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM sender.messages WHERE tenant_id = :t"), {"t": HOT_TENANT})
+    started = time.perf_counter()
+    for _ in range(40):
+        async with engine.begin() as conn:
+            await conn.execute(text(HOT_INSERT), {"t": HOT_TENANT, "n": 100})
+    inserted = time.perf_counter() - started
+    async with engine.connect() as conn:
+        ids = list(
+            (
+                await conn.execute(
+                    text("SELECT id FROM sender.messages WHERE tenant_id = :t"), {"t": HOT_TENANT}
+                )
+            ).scalars()
+        )
+    started = time.perf_counter()
+    for new, previous in (("sending", "queued"), ("sent", "sending"), ("delivered", "sent")):
+        for i in range(0, len(ids), 100):
+            async with engine.begin() as conn:
+                await conn.execute(text(HOT_UPDATE), {"s": new, "p": previous, "ids": ids[i : i + 100]})
+    return inserted * 1000 / len(ids), (time.perf_counter() - started) * 1000 / len(ids)
+
+
+async def hot_path(engine: AsyncEngine, rounds: int) -> None:
+    async with engine.connect() as conn:  # the definitions to restore, as the migration made them
+        restore = list(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'messages_stamp_status_times' "
+                        "UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'sender' "
+                        "AND indexname IN ('ix_messages_analytics', 'ix_messages_failed')"
+                    )
+                )
+            ).scalars()
+        )
+    await hot_round(engine)  # warm-up
+    results: dict[str, list[tuple[float, float]]] = {"with": [], "without": []}
+    for _ in range(rounds):
+        results["with"].append(await hot_round(engine))
+        async with engine.begin() as conn:
+            for q in ZERO_FIVE_DROP:
+                await conn.execute(text(q))
+        results["without"].append(await hot_round(engine))
+        async with engine.begin() as conn:
+            for q in restore:
+                await conn.execute(text(q))
+    w = [statistics.median(x) for x in zip(*results["with"], strict=True)]
+    wo = [statistics.median(x) for x in zip(*results["without"], strict=True)]
+    print(f"hot path at PostgreSQL (median of {rounds} rounds, 4,000 messages each), with / without 0005:")
+    print(
+        f"  insert (100 per transaction)      {w[0]:.3f} / {wo[0]:.3f} ms per message   ratio {w[0] / wo[0]:.2f}"
+    )
+    print(
+        f"  three status updates (100 each)   {w[1]:.3f} / {wo[1]:.3f} ms per message   ratio {w[1] / wo[1]:.2f}"
+    )
+
+
 def say(message: str) -> None:
     print(f"[bench.analytics {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -109,7 +188,7 @@ async def measure(conn: AsyncConnection, cases: dict[str, tuple[analytics.Period
     return out
 
 
-async def run(db_url: str, n: int, days: int, runs: int) -> None:
+async def run(db_url: str, n: int, days: int, runs: int, hot_rounds: int) -> None:
     engine = create_async_engine(db_url)
     try:
         started = time.monotonic()
@@ -152,6 +231,8 @@ async def run(db_url: str, n: int, days: int, runs: int) -> None:
                 f"      {statistics.median(b):8.1f} / {pct(b, 0.95):6.1f} ms"
                 f"    {pct(a, 0.95) / pct(b, 0.95):5.2f}"
             )
+        if hot_rounds:
+            await hot_path(engine, hot_rounds)
     finally:
         await engine.dispose()
 
@@ -161,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--hot-rounds", type=int, default=3, help="rounds of the hot-path phase (0: skip)")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="herald-bench-analytics-"))
     handle = None
@@ -169,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         urls, handle = resolve_infra(root / "infra")
         server_url = urls.database_url
         db_name, db_url = create_migrated_database(server_url, "herald_bench_analytics")
-        asyncio.run(run(db_url, args.messages, args.days, args.runs))
+        asyncio.run(run(db_url, args.messages, args.days, args.runs, args.hot_rounds))
     finally:
         if server_url and db_name:
             drop_database(server_url, db_name)
