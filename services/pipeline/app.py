@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from services.pipeline import api as pipeline_api
+from services.pipeline import api_analytics as analytics_api
 from services.pipeline import api_event_types, event_types, handlers, jobs
 from services.pipeline import inbound as conversation
 from services.pipeline.domain import DEFAULT_ORDER_RULE
@@ -111,5 +112,12 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
 
     runtime.declare_publishes(MessageRequested, DraftReady)
     runtime.on_shutdown("model client", lambda: jobs.close_agents(runtime))
-    app = runtime.create_app([api, *pipeline_api.routers(runtime), api_event_types.router(runtime)])
+    app = runtime.create_app(
+        [
+            api,
+            *pipeline_api.routers(runtime),
+            api_event_types.router(runtime),
+            *analytics_api.routers(runtime),
+        ]
+    )
     return runtime, app

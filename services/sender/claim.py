@@ -140,7 +140,9 @@ async def claim_channel(sender: Sender, uow: UnitOfWork, ch: Row[Any], now: date
 
     # write
     by_id = {r.id: r for r in rows}
-    await repo.set_not_before_each(conn, [(d.candidate.id, d.until) for d in decision.delayed])
+    await repo.set_not_before_each(
+        conn, [(d.candidate.id, d.until, domain.WAIT_REASONS[d.limit]) for d in decision.delayed]
+    )
     for d in decision.delayed:
         RATE_WAITS.labels(label, d.limit).inc()
     if decision.refused:

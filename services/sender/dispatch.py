@@ -340,6 +340,7 @@ class Dispatcher:
                 label, job.provider, "resent" if isinstance(d, domain.Retry) else "gave_up"
             ).inc()
         if isinstance(d, domain.Retry):
+            until = now + timedelta(seconds=d.delay)
             change = status.Change(
                 current._mapping,
                 "queued",
@@ -348,7 +349,9 @@ class Dispatcher:
                 error_code=code,
                 values={
                     "sending_started_at": None,
-                    "not_before": now + timedelta(seconds=d.delay),
+                    "not_before": until,
+                    "wait_reason": domain.retry_wait_reason(exc.failure),
+                    "wait_until": until,
                     **ambiguous,
                 },
             )

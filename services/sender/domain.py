@@ -466,3 +466,43 @@ DELIVERY_STATUS = {
 
 #: Meta's "user opted out of marketing messages" (error-codes.json): the failure records an opt-out
 OPTED_OUT_ERROR = "131050"
+
+
+# --- why a queued message waits (issue 13) -------------------------------------------------------
+
+#: a Delay's limit → the reason a message's view gives
+WAIT_REASONS = {"pair": "pair_interval", "tier": "tier"}
+
+
+def retry_wait_reason(failure: Failure) -> str:
+    """Why a retried message waits: the provider's pace, the recipient's pair limit, or a backoff."""
+    return {Failure.THROTTLED: "throughput", Failure.RETRY_RECIPIENT: "pair_interval"}.get(failure, "retry")
+
+
+def waiting(
+    msg: Mapping[str, Any], channel: Mapping[str, Any] | None, now: datetime
+) -> tuple[str, datetime | None] | None:
+    """(reason, until) for a ``queued`` message that cannot go in the next claim pass, else None.
+
+    The channel's own state comes first (paused: until someone resumes it; breaker cooling down),
+    then what the statement that deferred the message recorded (valid while its ``wait_until``
+    is still the ``not_before``), then the channel's quiet hours and throughput slots now."""
+    if msg["status"] != "queued" or channel is None:
+        return None
+    if channel["paused"]:
+        return "paused", None
+    if channel["breaker_open_until"] is not None and channel["breaker_open_until"] > now:
+        return "breaker", channel["breaker_open_until"]
+    not_before = msg["not_before"]
+    if not_before is not None and not_before > now:
+        if msg["wait_reason"] and msg["wait_until"] == not_before:
+            return msg["wait_reason"], not_before
+    if channel["quiet_hours"]:
+        until = QuietHours.parse(channel["quiet_hours"]).quiet_until(now)
+        if until is not None:
+            return "quiet_hours", until
+    if not_before is not None and not_before > now:
+        return "not_before", not_before
+    if channel["next_slot"] is not None and channel["next_slot"] > now:
+        return "throughput", channel["next_slot"]
+    return None

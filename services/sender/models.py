@@ -37,6 +37,14 @@ messages = sa.Table(
     sa.Column("dead_letter", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # issue 13 (0005): stamped by the trigger sender.stamp_status_times when the status changes
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    # why a queued message waits (quiet_hours, pair_interval, tier, retry): valid while
+    # wait_until = not_before; written by the statement that defers it
+    sa.Column("wait_reason", sa.Text, nullable=True),
+    sa.Column("wait_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("sent_content", pg.JSONB, nullable=True),  # the fallback template that went out instead
     sa.Index(
         "ix_messages_due",
         "channel_id",
@@ -56,6 +64,19 @@ messages = sa.Table(
     ),
     sa.Index("ix_messages_tenant_created", "tenant_id", sa.text("created_at DESC")),
     sa.Index("ix_messages_sending", "sending_started_at", postgresql_where=sa.text("status = 'sending'")),
+    sa.Index(
+        "ix_messages_analytics",
+        "tenant_id",
+        "created_at",
+        postgresql_include=["status", "channel_id", "origin", "error_code", "sent_at", "delivered_at"],
+    ),
+    sa.Index(
+        "ix_messages_failed",
+        "tenant_id",
+        "created_at",
+        postgresql_include=["error_code", "provider"],
+        postgresql_where=sa.text("status = 'failed'"),
+    ),
 )
 
 message_history = sa.Table(

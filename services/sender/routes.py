@@ -13,10 +13,11 @@ from sqlalchemy.engine import Row
 from services.sender import channels, sessions
 from services.sender import repository as repo
 from services.sender.accept import IdempotencyConflict, request_message, request_messages
+from services.sender.api_analytics import routers as analytics_routers
 from services.sender.api_sessions import session_router
 from services.sender.catalogues import opt_in, opt_out
 from services.sender.context import Sender
-from services.sender.domain import UNSENDABLE_TEMPLATE_STATUSES, breaker_state
+from services.sender.domain import UNSENDABLE_TEMPLATE_STATUSES, breaker_state, waiting
 from services.sender.outcomes import replay
 from services.sender.schemas import (
     BatchAccepted,
@@ -41,6 +42,7 @@ from services.sender.schemas import (
     SendMessageRequest,
     TemplateList,
     TemplateView,
+    Waiting,
     normalize_recipient,
 )
 from shared.api import ERROR_RESPONSES, ApiError
@@ -48,12 +50,26 @@ from shared.events import MessageRequested, utcnow
 from shared.phone import InvalidPhoneNumber
 from shared.tenancy import Tenant
 
+#: statuses at which the provider has had the message
+OUT = frozenset({"sent", "delivered", "read"})
+
+
+def sent_content(row: Row[Any]) -> dict[str, Any] | None:
+    """What went out: the fallback template that replaced the content, else the content itself,
+    once the provider has the message (a delivery failure after the send included)."""
+    if row.status not in OUT and not (row.status == "failed" and row.provider_message_id):
+        return None
+    return row.sent_content or row.content or {"kind": "text", "body": row.text}
+
 
 def routers(sender: Sender) -> list[APIRouter]:
     runtime = sender.runtime
     settings = sender.settings
 
-    def view(row: Row[Any], history: list[Row[Any]] | None = None) -> MessageView:
+    def view(
+        row: Row[Any], history: list[Row[Any]] | None = None, channel: Row[Any] | None = None
+    ) -> MessageView:
+        waits = waiting(row._mapping, channel._mapping if channel is not None else None, utcnow())
         return MessageView(
             id=row.id,
             to=runtime.secrets.decrypt(row.recipient_enc),
@@ -72,6 +88,8 @@ def routers(sender: Sender) -> list[APIRouter]:
             attempts=row.attempts,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            waiting=Waiting(reason=waits[0], until=waits[1]) if waits else None,
+            sent_content=sent_content(row),
             history=[HistoryEntry(status=h.status, at=h.at, reason=h.reason) for h in history]
             if history is not None
             else None,
@@ -197,7 +215,8 @@ def routers(sender: Sender) -> list[APIRouter]:
             row = await repo.get_message(conn, tenant.id, message_id)
             if row is None:
                 raise ApiError(404, "not_found", f"no message {message_id} for this tenant")
-            return view(row, await repo.history(conn, message_id))
+            channel = await repo.get_channel_any(conn, row.channel_id) if row.channel_id else None
+            return view(row, await repo.history(conn, message_id), channel)
 
     def recipient_hash(to: str | None) -> str | None:
         if to is None:
@@ -228,7 +247,8 @@ def routers(sender: Sender) -> list[APIRouter]:
                 created_after=created_after,
                 limit=limit,
             )
-        return MessageList(items=[view(r) for r in rows])
+            chans = {c.id: c for c in await repo.list_channels(conn, tenant.id)} if rows else {}
+        return MessageList(items=[view(r, channel=chans.get(r.channel_id)) for r in rows])
 
     # --- dead letters -----------------------------------------------------------------------
 
@@ -414,4 +434,4 @@ def routers(sender: Sender) -> list[APIRouter]:
             ]
         )
 
-    return [api, dead, chan, opts, tmpl, sandbox, session_router(sender)]
+    return [api, dead, chan, opts, tmpl, sandbox, session_router(sender), *analytics_routers(sender)]

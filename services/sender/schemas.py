@@ -93,6 +93,15 @@ class HistoryEntry(BaseModel):
     reason: str | None = None
 
 
+class Waiting(BaseModel):
+    reason: str = Field(
+        description="quiet_hours, pair_interval, tier, throughput, breaker, paused, retry (a backoff) "
+        "or not_before",
+        examples=["quiet_hours"],
+    )
+    until: datetime | None = Field(description="When it may go; null: until someone resumes the channel")
+
+
 class MessageView(BaseModel):
     id: uuid.UUID
     to: str
@@ -111,6 +120,14 @@ class MessageView(BaseModel):
     attempts: int
     created_at: datetime
     updated_at: datetime
+    waiting: Waiting | None = Field(
+        default=None, description="Why a queued message is not going out now, and until when; null otherwise"
+    )
+    sent_content: dict[str, Any] | None = Field(
+        default=None,
+        description="What actually went out (the fallback template when one replaced the content); "
+        "null until the provider has it",
+    )
     history: list[HistoryEntry] | None = None
 
 

@@ -95,7 +95,7 @@ async def hold_queued_until(conn: AsyncConnection, channel_id: uuid.UUID, until:
         .where(
             messages.c.channel_id == channel_id, messages.c.status == "queued", messages.c.not_before < until
         )
-        .values(not_before=until)
+        .values(not_before=until, wait_reason="quiet_hours", wait_until=until)
     )
     return result.rowcount or 0
 
@@ -207,13 +207,16 @@ async def tier_usage(
     return count, oldest, known
 
 
-async def set_not_before_each(conn: AsyncConnection, rows: list[tuple[uuid.UUID, datetime]]) -> None:
+async def set_not_before_each(conn: AsyncConnection, rows: list[tuple[uuid.UUID, datetime, str]]) -> None:
+    """Delayed messages: their new ``not_before`` and why they wait (the same statement)."""
     if rows:
         await conn.execute(
             sa.update(messages)
             .where(messages.c.id == sa.bindparam("_id"))
-            .values(not_before=sa.bindparam("nb")),
-            [{"_id": i, "nb": t} for i, t in rows],
+            .values(
+                not_before=sa.bindparam("nb"), wait_reason=sa.bindparam("why"), wait_until=sa.bindparam("nb")
+            ),
+            [{"_id": i, "nb": t, "why": why} for i, t, why in rows],
         )
 
 
@@ -221,7 +224,9 @@ async def set_contents(conn: AsyncConnection, rows: list[tuple[uuid.UUID, dict[s
     """What was really sent (the fallback template instead of free-form text)."""
     if rows:
         await conn.execute(
-            sa.update(messages).where(messages.c.id == sa.bindparam("_id")).values(content=sa.bindparam("c")),
+            sa.update(messages)
+            .where(messages.c.id == sa.bindparam("_id"))
+            .values(content=sa.bindparam("c"), sent_content=sa.bindparam("c")),
             [{"_id": i, "c": c} for i, c in rows],
         )
 

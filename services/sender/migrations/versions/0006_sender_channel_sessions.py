@@ -1,7 +1,7 @@
 """channel_sessions: the WhatsApp Web session of each gateway channel (WAHA, Evolution API)
 
 Revision ID: 0006_sender
-Revises: 0003_sender
+Revises: 0005_sender
 Create Date: 2026-12-03 17:15:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_sender"
-down_revision: str | None = "0003_sender"
+down_revision: str | None = "0005_sender"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,159 @@
+"""Queries of the delivery analytics: one aggregate over a tenant's messages of a period (groups
+and totals in one scan of ``ix_messages_analytics``), and the top failure codes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.sender.models import messages as m
+
+#: histogram resolution: a bucket spans a factor of e^(1/BUCKETS_PER_E) ≈ 5 %
+BUCKETS_PER_E = 20
+
+
+def _key(group_by: str, tz: str) -> sa.ColumnElement[Any]:
+    local = sa.func.timezone(sa.literal(tz, sa.Text), m.c.created_at)  # created_at AT TIME ZONE tz
+    if group_by == "day":
+        return sa.cast(local, sa.Date)
+    if group_by == "hour":
+        return sa.func.date_trunc("hour", local)
+    if group_by == "channel":
+        return m.c.channel_id
+    if group_by == "origin":
+        return m.c.origin
+    if group_by == "template":
+        # the template that went out (a fallback), else the one requested; null: not a template
+        content = sa.func.coalesce(m.c.sent_content, m.c.content)
+        return sa.case((content["kind"].astext == "template", content["name"].astext), else_=None)
+    raise ValueError(group_by)
+
+
+def _in_period(tenant_id: uuid.UUID, since: datetime, until: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+    return (m.c.tenant_id == tenant_id, m.c.created_at >= since, m.c.created_at < until)
+
+
+def _ms(later: sa.ColumnElement[Any], earlier: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    # date_part is double precision (EXTRACT is numeric: several times slower per row)
+    return sa.func.date_part("epoch", later - earlier) * 1000.0
+
+
+def _bucket(ms: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The log-scale histogram bucket of a duration (≥ 1 ms): floor(ln(ms) · BUCKETS_PER_E)."""
+    return sa.cast(sa.func.floor(sa.func.ln(sa.func.greatest(ms, 1.0)) * BUCKETS_PER_E), sa.Integer)
+
+
+async def message_figures(
+    conn: AsyncConnection, tenant_id: uuid.UUID, since: datetime, until: datetime, group_by: str, tz: str
+) -> list[dict[str, Any]]:
+    """The tenant's messages created in [since, until), per group key: the counts, the sum of
+    the queue times, and the histograms of queue time (``q_buckets``/``q_counts``) and delivery
+    time (``d_buckets``/``d_counts``). One scan hashed into (key, queue bucket) and (key,
+    delivery bucket) cells, then small aggregates of those: nothing is sorted row by row, and percentiles are read off
+    the histograms (services.sender.analytics)."""
+    q = _ms(m.c.sent_at, m.c.created_at)
+    rows = (
+        sa.select(
+            _key(group_by, tz).label("key"),
+            _bucket(q).label("qb"),
+            _bucket(_ms(m.c.delivered_at, m.c.sent_at)).label("db"),
+            m.c.status,
+            m.c.sent_at,
+            q.label("q"),
+        )
+        .where(*_in_period(tenant_id, since, until))
+        .subquery("m")
+    )
+    r = rows.c
+    scan = (
+        sa.select(
+            r.key,
+            r.qb,
+            r.db,
+            sa.func.count().label("n"),
+            sa.func.count(r.sent_at).label("sent"),
+            sa.func.count().filter(r.status.in_(("delivered", "read"))).label("delivered"),
+            sa.func.count().filter(r.status == "read").label("read"),
+            sa.func.count().filter(r.status == "failed").label("failed"),
+            sa.func.sum(r.q).label("q_sum"),
+            sa.func.count(r.q).label("q_n"),
+            sa.func.grouping(r.qb).label("by_db"),  # 1: a (key, db) cell
+        )
+        # two hashed grouping sets, not their product: every row is in one (key, qb) cell
+        # (qb null: not sent), which carries the counts, and in one (key, db) cell
+        .group_by(sa.func.grouping_sets(sa.tuple_(r.key, r.qb), sa.tuple_(r.key, r.db)))
+        .cte("c")
+    )
+
+    def histogram(bucket: sa.ColumnElement[Any], name: str) -> sa.Subquery:
+        cells = (
+            sa.select(scan.c.key, bucket.label("b"), sa.func.sum(scan.c.n).label("n"))
+            .where(bucket.is_not(None), scan.c.by_db == (1 if name == "d" else 0))
+            .group_by(scan.c.key, bucket)
+            .subquery()
+        )
+        return (
+            sa.select(
+                cells.c.key,
+                sa.func.array_agg(pg.aggregate_order_by(cells.c.b, cells.c.b)).label(f"{name}_buckets"),
+                sa.func.array_agg(pg.aggregate_order_by(cells.c.n, cells.c.b)).label(f"{name}_counts"),
+            )
+            .group_by(cells.c.key)
+            .subquery(name)
+        )
+
+    counts = (
+        sa.select(
+            scan.c.key,
+            *(
+                sa.func.sum(scan.c[f]).label(f)
+                for f in ("n", "sent", "delivered", "read", "failed", "q_sum", "q_n")
+            ),
+        )
+        .where(scan.c.by_db == 0)
+        .group_by(scan.c.key)
+        .subquery("counts")
+    )
+    qh, dh = histogram(scan.c.qb, "q"), histogram(scan.c.db, "d")
+    stmt = sa.select(counts, qh.c.q_buckets, qh.c.q_counts, dh.c.d_buckets, dh.c.d_counts).select_from(
+        counts.outerjoin(qh, qh.c.key.is_not_distinct_from(counts.c.key)).outerjoin(
+            dh, dh.c.key.is_not_distinct_from(counts.c.key)
+        )
+    )
+    return [dict(r._mapping) for r in await conn.execute(stmt)]
+
+
+async def top_failures(
+    conn: AsyncConnection, tenant_id: uuid.UUID, since: datetime, until: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """The commonest failure codes of the period (``ix_messages_failed``): code, count, whether
+    Meta gave it, and one reason stored with it."""
+    top = (
+        sa.select(
+            m.c.error_code.label("code"),
+            sa.func.count().label("count"),
+            sa.func.bool_or(m.c.provider == "meta").label("meta"),
+        )
+        .where(*_in_period(tenant_id, since, until), m.c.status == "failed")
+        .group_by(m.c.error_code)
+        .order_by(sa.func.count().desc(), m.c.error_code)
+        .limit(limit)
+        .subquery("top")
+    )
+    reason = (
+        sa.select(m.c.status_reason)
+        .where(
+            *_in_period(tenant_id, since, until),
+            m.c.status == "failed",
+            m.c.error_code.is_not_distinct_from(top.c.code),
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    stmt = sa.select(top, reason.label("reason")).order_by(top.c.count.desc(), top.c.code)
+    return [dict(r._mapping) for r in await conn.execute(stmt)]
