@@ -33,7 +33,7 @@ class ProviderSpec:
 SPECS: dict[str, ProviderSpec] = {
     "meta": ProviderSpec(
         "https://graph.facebook.com",
-        settings=("phone_number_id", "api_version"),
+        settings=("phone_number_id", "api_version", "waba_id"),
         credentials=("access_token",),
         setting_defaults=(("api_version", "v23.0"),),
         enforce_window=True,
