@@ -15,7 +15,7 @@ from services.sender import repository as repo
 from services.sender import templates as use
 from services.sender.context import Sender
 from services.sender.domain import UNSENDABLE_TEMPLATE_STATUSES
-from services.sender.repository import templates as trepo
+from services.sender.repository import template_catalogue as trepo
 from services.sender.schemas import TemplateView as TemplateStatusView
 from shared.api import ERROR_RESPONSES, ApiError, RequestModel
 from shared.tenancy import Tenant

@@ -12,7 +12,7 @@ from typing import Any
 
 from services.sender import repository as repo
 from services.sender.context import Sender
-from services.sender.repository import templates as trepo
+from services.sender.repository import template_catalogue as trepo
 from shared.events import (
     CloudEvent,
     ContactOptedIn,

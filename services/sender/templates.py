@@ -23,7 +23,7 @@ from services.sender.channels import default_channel_id
 from services.sender.context import Sender
 from services.sender.providers.base import ProviderError, SendResult
 from services.sender.providers.meta_cloud import MetaTemplates
-from services.sender.repository import templates as trepo
+from services.sender.repository import template_catalogue as trepo
 from shared.events import MessageRequested, TemplateContent, TemplateHeader, TextContent, utcnow
 from shared.logging import get_logger
 
