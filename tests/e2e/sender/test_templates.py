@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.processes import wait_for
+from devtools.processes import ServiceProcess, free_port, wait_for
 from tests.e2e.sender.conftest import SenderSystem, wait_status
 
 pytestmark = pytest.mark.e2e
@@ -248,3 +248,26 @@ def test_bad_input_is_refused_naming_what_to_fix_and_nothing_is_stored(system: S
     refused = wait_status(client, message_id, "failed", timeout=30)
     assert refused["error_code"] == "template_variables"
     assert "missing 'seat', 'event'" in refused["status_reason"]
+
+
+def test_a_periodic_sync_brings_metas_review_without_asking(system: SenderSystem):
+    """SENDER_TEMPLATE_SYNC_SECONDS: a sender syncing every 0.3 s sees the review end by itself."""
+    env = {**system.env, "SENDER_TEMPLATE_SYNC_SECONDS": "0.3"}
+    syncing = ServiceProcess("sender", free_port(), env, system.tmp / "sender-sync.log")
+    syncing.start()
+    try:
+        syncing.wait_ready()
+        _, key = system.tenant("tmpl-periodic")
+        client = system.client(key, url=syncing.url)
+        channel = waba_channel(system, client)
+        template = client.post(
+            "/v1/templates", json={**TICKET, "name": "periodic", "channel_id": channel["id"]}
+        ).json()
+        assert template["status"] == "PENDING"
+        wait_for(
+            lambda: client.get(f"/v1/templates/{template['id']}").json()["status"] == "APPROVED",
+            30,
+            "the periodic sync to bring APPROVED",
+        )
+    finally:
+        syncing.terminate()
