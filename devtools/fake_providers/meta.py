@@ -11,6 +11,15 @@ Control endpoints (not Meta's), for tests and the benchmark:
 - ``POST /_fake/latency`` ``{"seconds": 0.05}``; ``POST /_fake/reset``;
 - ``GET /_fake/messages`` (everything received) and ``GET /_fake/stats`` (count, first/last time).
 
+Message templates of a WABA (``POST|GET|DELETE /{version}/{waba_id}/message_templates``, edit
+with ``POST /{version}/{template_id}``): a new template is ``PENDING``; its review ends
+``review_seconds`` later (read lazily) as ``APPROVED``, or ``REJECTED`` (``INVALID_FORMAT``)
+when its body matches ``reject_when`` (a regular expression the test sets). Refusals as Meta's:
+a duplicate name+language, a bad name/category, variables without examples, an edit while in
+review or of an APPROVED template's category. A send of a template the fake knows and has not
+approved fails with 132001; a wrong parameter count with 132000. Control:
+``POST /_fake/templates/review`` ``{"reject_when": "…", "review_seconds": 0.2}``.
+
 In-process: ``async with FakeMeta() as meta: meta.url …`` (tests); as a process:
 ``python -m devtools.fake_providers.meta --port 9000 --token T`` (the benchmark).
 """
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -73,6 +83,52 @@ def error_body(code: int, message: str, details: str) -> dict[str, Any]:
     }
 
 
+def graph_error(subcode: int, title: str, user_msg: str, code: int = 100, http: int = 400) -> web.Response:
+    """A Graph API refusal of a template call, as Meta words them (``error_user_msg`` says what to fix)."""
+    return web.json_response(
+        {
+            "error": {
+                "message": "Invalid parameter",
+                "type": "OAuthException",
+                "code": code,
+                "error_subcode": subcode,
+                "is_transient": False,
+                "error_user_title": title,
+                "error_user_msg": user_msg,
+                "fbtrace_id": uuid.uuid4().hex[:22],
+            }
+        },
+        status=http,
+    )
+
+
+PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]*)\s*\}\}")
+TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
+CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
+
+
+def _template_problem(components: Any) -> str | None:
+    if not isinstance(components, list) or not any(
+        isinstance(c, dict) and str(c.get("type")).upper() == "BODY" and c.get("text") for c in components
+    ):
+        return "components: a BODY component with text is required"
+    for c in components:
+        kind = str(c.get("type")).upper()
+        names = PLACEHOLDER.findall(c.get("text") or "")
+        if names and kind in ("HEADER", "BODY"):
+            example = c.get("example") or {}
+            given = example.get("header_text") if kind == "HEADER" else (example.get("body_text") or [[]])[0]
+            if not given or len(given) < len(set(names)):
+                return f"{kind}: variables need sample values in example"
+    return None
+
+
+def _template_view(t: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: t[k] for k in ("id", "name", "language", "status", "category", "components", "rejected_reason")
+    }
+
+
 @dataclass
 class Injected:
     code: int
@@ -91,6 +147,20 @@ class FakeMetaState:
     #: a status webhook for it can overtake the answer, as with the real Cloud API under load
     answer_delay: float = 0.0
     attempts: int = 0
+    #: message templates by id (each with its ``waba_id``), and how their review ends
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    review_seconds: float = 0.2
+    reject_when: str | None = None
+
+    def reviewed(self, t: dict[str, Any]) -> dict[str, Any]:
+        """The template with its review finished if its time has come."""
+        if t["status"] == "PENDING" and time.time() >= t["review_at"]:
+            body = next((c.get("text") or "" for c in t["components"] if c.get("type") == "BODY"), "")
+            if self.reject_when and re.search(self.reject_when, body):
+                t["status"], t["rejected_reason"] = "REJECTED", "INVALID_FORMAT"
+            else:
+                t["status"], t["rejected_reason"] = "APPROVED", "NONE"
+        return t
 
 
 def _invalid(details: str) -> web.Response:
@@ -131,6 +201,39 @@ def _check_body(body: Any) -> str | None:
     return None
 
 
+def _check_template_send(state: FakeMetaState, obj: dict[str, Any]) -> web.Response | None:
+    """132001 for a template the fake knows but has not approved; 132000 for a wrong parameter count."""
+    known = [
+        t
+        for t in state.templates.values()
+        if (t["name"], t["language"]) == (obj.get("name"), (obj.get("language") or {}).get("code"))
+    ]
+    if not known:
+        return None  # a template made before the fake learnt templates: accepted as before
+    t = state.reviewed(known[0])
+    if t["status"] != "APPROVED":
+        status, message, _ = ERRORS[132001]
+        return web.json_response(error_body(132001, message, f"template is {t['status']}"), status=status)
+    for kind in ("HEADER", "BODY"):
+        text = next((c.get("text") or "" for c in t["components"] if c.get("type") == kind), "")
+        expected = len(set(PLACEHOLDER.findall(text)))
+        given = next(
+            (
+                len(c.get("parameters") or [])
+                for c in obj.get("components") or []
+                if c.get("type") == kind.lower()
+            ),
+            0,
+        )
+        if given != expected:
+            details = (
+                f"{kind.lower()}: number of localizable_params ({given}) does not match the expected "
+                f"number of params ({expected})"
+            )
+            return web.json_response(error_body(132000, ERRORS[132000][1], details), status=400)
+    return None
+
+
 def build_app(state: FakeMetaState) -> web.Application:
     async def send(request: web.Request) -> web.Response:
         state.attempts += 1
@@ -150,6 +253,10 @@ def build_app(state: FakeMetaState) -> web.Application:
         if problem:
             return _invalid(problem)
         to = body["to"].lstrip("+")
+        if body.get("type") == "template":
+            refused = _check_template_send(state, body["template"])
+            if refused is not None:
+                return refused
         for injected in state.errors:
             if injected.count > 0 and (injected.to is None or injected.to.lstrip("+") == to):
                 injected.count -= 1
@@ -200,6 +307,8 @@ def build_app(state: FakeMetaState) -> web.Application:
         state.errors.clear()
         state.latency = 0.0
         state.attempts = 0
+        state.templates.clear()
+        state.reject_when = None
         return web.json_response({"ok": True})
 
     async def messages(_: web.Request) -> web.Response:
@@ -219,8 +328,130 @@ def build_app(state: FakeMetaState) -> web.Application:
     async def times(_: web.Request) -> web.Response:
         return web.json_response({"items": [[r["body"]["to"], r["at"]] for r in state.received]})
 
+    def authorized(request: web.Request) -> web.Response | None:
+        if state.token is not None and request.headers.get("Authorization", "") != f"Bearer {state.token}":
+            return web.json_response(
+                error_body(190, "Invalid OAuth access token - Cannot parse access token", "bad token"),
+                status=401,
+            )
+        return None
+
+    async def create_template(request: web.Request) -> web.Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        waba = request.match_info["waba_id"]
+        try:
+            data = await request.json()
+        except ValueError:
+            return _invalid("the request body is not JSON")
+        name, language = str(data.get("name") or ""), str(data.get("language") or "")
+        category = str(data.get("category") or "").upper()
+        if not TEMPLATE_NAME.match(name):
+            return graph_error(
+                2388001, "Invalid name", "Name can only have lowercase letters, numbers and underscores."
+            )
+        if category not in CATEGORIES:
+            return graph_error(
+                2388019, "Invalid category", f"Category must be one of {', '.join(CATEGORIES)}."
+            )
+        if not language:
+            return graph_error(2388003, "Invalid language", "language is required.")
+        problem = _template_problem(data.get("components"))
+        if problem:
+            return graph_error(2388043, "Message template's variables need sample values", problem)
+        if any(
+            t["waba_id"] == waba and (t["name"], t["language"]) == (name, language)
+            for t in state.templates.values()
+        ):
+            return graph_error(
+                2388024,
+                "Content in this language already exists",
+                f"There is already {language} content for this template. Edit it, or pick another name.",
+            )
+        template_id = str(uuid.uuid4().int)[:15]
+        state.templates[template_id] = {
+            "id": template_id,
+            "waba_id": waba,
+            "name": name,
+            "language": language,
+            "category": category,
+            "components": data["components"],
+            "status": "PENDING",
+            "rejected_reason": "NONE",
+            "review_at": time.time() + state.review_seconds,
+        }
+        return web.json_response({"id": template_id, "status": "PENDING", "category": category})
+
+    async def list_templates(request: web.Request) -> web.Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        waba = request.match_info["waba_id"]
+        name = request.query.get("name")
+        data = [
+            _template_view(state.reviewed(t))
+            for t in state.templates.values()
+            if t["waba_id"] == waba and (name is None or t["name"] == name)
+        ]
+        return web.json_response(
+            {"data": data, "paging": {"cursors": {"before": "MAZDZD", "after": "MjQZD"}}}
+        )
+
+    async def delete_template(request: web.Request) -> web.Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        waba = request.match_info["waba_id"]
+        name, hsm_id = request.query.get("name"), request.query.get("hsm_id")
+        gone = [
+            i
+            for i, t in state.templates.items()
+            if t["waba_id"] == waba and t["name"] == name and (hsm_id is None or i == hsm_id)
+        ]
+        if not name or not gone:
+            return graph_error(2593002, "Message template not found", f"There is no template named {name!r}.")
+        for i in gone:
+            del state.templates[i]
+        return web.json_response({"success": True})
+
+    async def edit_template(request: web.Request) -> web.Response:
+        if (denied := authorized(request)) is not None:
+            return denied
+        t = state.templates.get(request.match_info["template_id"])
+        if t is None:
+            return graph_error(
+                33, "Object does not exist", "Unsupported post request: no template with this id."
+            )
+        state.reviewed(t)
+        data = await request.json()
+        if t["status"] not in ("APPROVED", "REJECTED", "PAUSED"):
+            return graph_error(
+                2388025, "Template can't be edited", f"A template that is {t['status']} can't be edited."
+            )
+        category = str(data.get("category") or t["category"]).upper()
+        if t["status"] == "APPROVED" and category != t["category"]:
+            return graph_error(
+                2388026, "Category can't be changed", "An approved template's category can't change."
+            )
+        if "components" in data:
+            problem = _template_problem(data["components"])
+            if problem:
+                return graph_error(2388043, "Message template's variables need sample values", problem)
+            t["components"] = data["components"]
+        t |= {"category": category, "status": "PENDING", "review_at": time.time() + state.review_seconds}
+        return web.json_response({"success": True})
+
+    async def review(request: web.Request) -> web.Response:
+        data = await request.json()
+        state.reject_when = data.get("reject_when")
+        state.review_seconds = float(data.get("review_seconds", state.review_seconds))
+        return web.json_response({"ok": True})
+
     app = web.Application()
+    app.router.add_post("/{version}/{waba_id}/message_templates", create_template)
+    app.router.add_get("/{version}/{waba_id}/message_templates", list_templates)
+    app.router.add_delete("/{version}/{waba_id}/message_templates", delete_template)
+    app.router.add_post("/_fake/templates/review", review)
     app.router.add_post("/{version}/{phone_number_id}/messages", send)
+    app.router.add_post("/{version}/{template_id}", edit_template)
     app.router.add_post("/_fake/errors", inject)
     app.router.add_post("/_fake/latency", latency)
     app.router.add_post("/_fake/reset", reset)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from services.sender import repository as repo
-from services.sender import status
+from services.sender import status, templates
 from services.sender.channels import default_channel_id
 from services.sender.context import Sender
 from services.sender.domain import request_fingerprint
@@ -52,22 +52,28 @@ async def _insert_request(
     now: datetime,
     *,
     channel_checked: bool = False,
+    refusal: tuple[str, str] | None = None,
 ) -> bool:
-    """Insert the message ``queued`` (or ``failed`` when its channel is unknown) with its history
-    and status event; False if it already exists (same id, or same idempotency key)."""
+    """Insert the message ``queued`` (or ``failed`` when its channel is unknown, or with
+    ``refusal`` = (error code, reason): a bad request from the broker) with its history and
+    status event; False if it already exists (same id, or same idempotency key)."""
     channel_id = req.channel_id
     failure: str | None = None
+    code = "unknown_channel"
     if channel_id is None:
         channel_id = await default_channel_id(sender, uow.conn, tenant_id)
     elif not channel_checked and not await repo.channel_exists(uow.conn, tenant_id, channel_id):
         failure = f"unknown channel {channel_id}: create it with POST /v1/channels or omit channel_id"
+    if refusal is not None and failure is None:
+        code, failure = refusal
     row = _row(sender, tenant_id, req, channel_id, failure, now)
+    row["error_code"] = code if failure else None
     if not await repo.insert_message(uow.conn, row):
         return False
     changes = [status.Change(row, "queued", None, at=now)]
     if failure:
-        changes.append(status.Change(row, "failed", "queued", failure, error_code="unknown_channel", at=now))
-        CHECK_FAILURES.labels("unknown_channel").inc()
+        changes.append(status.Change(row, "failed", "queued", failure, error_code=code, at=now))
+        CHECK_FAILURES.labels(code).inc()
     else:
         await repo.notify_due(uow.conn)
     await status.record(uow, changes, inserted=True)
@@ -265,8 +271,13 @@ async def on_requested(sender: Sender, event: CloudEvent[MessageRequested]) -> N
     """Consume ``message.requested`` (scheduler, pipeline, other systems): store it once."""
 
     async def store() -> None:
+        req, refusal = event.data, None
+        try:
+            req = await templates.resolve(sender, event.tenantid, req)
+        except templates.TemplateInvalid as exc:
+            refusal = ("template_variables", str(exc))
         async with sender.runtime.uow() as uow:
-            if await _insert_request(sender, uow, event.tenantid, event.data, utcnow()):
+            if await _insert_request(sender, uow, event.tenantid, req, utcnow(), refusal=refusal):
                 await uow.commit()
 
     await sender.runtime.with_db("store requested message", store)

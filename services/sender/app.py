@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.sender import accept, catalogues, outcomes, reconcile, sessions
+from services.sender import accept, catalogues, outcomes, reconcile, sessions, templates
 from services.sender.context import Sender
 from services.sender.dispatch import Dispatcher
 from services.sender.models import SCHEMA, metadata
@@ -52,6 +52,7 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
     runtime.add_loop("lease-renewer", dispatcher.renew_leases_forever)
     runtime.add_loop("orphan-sweeper", lambda: reconcile.sweep_orphans_forever(sender))
     runtime.add_loop("session-poll", lambda: sessions.poll_forever(sender))
+    runtime.add_loop("template-sync", lambda: templates.sync_forever(sender))
 
     def subscriber(event: type, description: str) -> Any:
         sub = subscription("sender", event)

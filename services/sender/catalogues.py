@@ -12,6 +12,7 @@ from typing import Any
 
 from services.sender import repository as repo
 from services.sender.context import Sender
+from services.sender.repository import template_catalogue as trepo
 from shared.events import (
     CloudEvent,
     ContactOptedIn,
@@ -28,6 +29,7 @@ async def record_template_status(
 ) -> None:
     """Record Meta's word on a template; an older word arriving late changes nothing."""
     await repo.upsert_template(conn, tenant_id, name, language, status.upper(), reason, at)
+    await trepo.set_status_by_name(conn, tenant_id, name, language, status.upper(), reason, at)
 
 
 async def on_template_status(sender: Sender, event: CloudEvent[TemplateStatusChanged]) -> None:

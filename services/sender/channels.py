@@ -67,12 +67,13 @@ def validate_channel_fields(
     """Settings with defaults filled in; raises ApiError naming what is missing or unknown."""
     spec = SPECS[provider]
     merged = {**dict(spec.setting_defaults), **settings}
-    unknown = sorted(set(settings) - set(spec.settings))
+    allowed = (*spec.settings, *spec.optional_settings)
+    unknown = sorted(set(settings) - set(allowed))
     if unknown:
         raise ApiError(
             422,
             "invalid_request",
-            f"settings: {provider} has no {', '.join(unknown)} (allowed: {', '.join(spec.settings) or 'none'})",
+            f"settings: {provider} has no {', '.join(unknown)} (allowed: {', '.join(allowed) or 'none'})",
         )
     unknown = sorted(set(credentials) - set(spec.credentials))
     if unknown:

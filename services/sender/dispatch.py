@@ -16,10 +16,11 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 
-from services.sender import domain, sessions, status
+from services.sender import domain, sessions, status, templates
 from services.sender import repository as repo
 from services.sender.catalogues import record_opt_out, record_template_status
 from services.sender.claim import Job, claim_channel
@@ -156,7 +157,8 @@ class Dispatcher:
                 )
             else:
                 try:
-                    job.result = await provider.send(job.channel, job.outbound)
+                    note = await self._localize(job)
+                    job.result = templates.noted(await provider.send(job.channel, job.outbound), note)
                 except ProviderError as exc:
                     job.error = exc
                 except Exception as exc:  # an adapter bug must not lose the message
@@ -177,6 +179,25 @@ class Dispatcher:
             self._capacity.set()
             if job.result is None and job.error is None:  # released or cancelled: no result to record
                 self._in_flight_ids.discard(job.id)
+
+    async def _localize(self, job: Job) -> str | None:
+        """A channel without Meta templates gets a catalogue template rendered as text; the
+        note says so in the message's history."""
+        content = job.outbound.content
+        if job.provider == "meta" or not isinstance(content, TemplateContent):
+            return None
+        try:
+            rendered = await templates.as_text(self.sender, job.tenant_id, content)
+        except Exception as exc:
+            raise ProviderError(
+                f"could not read the template catalogue: {type(exc).__name__}",
+                failure=Failure.RETRY,
+                code="database",
+            ) from exc
+        if rendered is None:
+            return None
+        job.outbound = replace(job.outbound, content=rendered[0])
+        return rendered[1]
 
     # ---- recording results ----
 

@@ -217,3 +217,30 @@ pending_statuses = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_pending_statuses_pmid", "provider_message_id"),
 )
+
+#: issue 12: the tenant's template catalogue (what a template says, its variables, Meta's review);
+#: one per (tenant, name, language), as at Meta. Its status is mirrored into ``templates`` above,
+#: which admission reads.
+template_catalogue = sa.Table(
+    "template_catalogue",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("channel_id", pg.UUID(as_uuid=True), nullable=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("language", sa.Text, nullable=False),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("header", sa.Text, nullable=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("footer", sa.Text, nullable=True),
+    sa.Column("buttons", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("variables", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("variable_style", sa.Text, nullable=False),
+    sa.Column("examples", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("meta_template_id", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("uq_template_catalogue_name", "tenant_id", "name", "language", unique=True),
+)

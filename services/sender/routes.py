@@ -12,12 +12,14 @@ from sqlalchemy.engine import Row
 
 from services.sender import channels, sessions
 from services.sender import repository as repo
+from services.sender import templates as catalogue
 from services.sender.accept import IdempotencyConflict, request_message, request_messages
 from services.sender.api_analytics import routers as analytics_routers
 from services.sender.api_sessions import session_router
+from services.sender.api_templates import template_routers
 from services.sender.catalogues import opt_in, opt_out
 from services.sender.context import Sender
-from services.sender.domain import UNSENDABLE_TEMPLATE_STATUSES, breaker_state, waiting
+from services.sender.domain import breaker_state, waiting
 from services.sender.outcomes import replay
 from services.sender.schemas import (
     BatchAccepted,
@@ -40,8 +42,6 @@ from services.sender.schemas import (
     SandboxMessageView,
     SendBatchRequest,
     SendMessageRequest,
-    TemplateList,
-    TemplateView,
     Waiting,
     normalize_recipient,
 )
@@ -129,6 +129,20 @@ def routers(sender: Sender) -> list[APIRouter]:
 
     Auth = Depends(runtime.auth)
 
+    async def resolve_variables(
+        tenant_id: uuid.UUID, req: MessageRequested, at: str = ""
+    ) -> MessageRequested:
+        """A catalogue template's named variables as its parameters (422 naming a missing or extra one)."""
+        try:
+            return await catalogue.resolve(sender, tenant_id, req)
+        except catalogue.TemplateInvalid as exc:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"{at}{exc}",
+                details=[{"field": at + exc.field, "problem": exc.problem}],
+            ) from exc
+
     # --- messages ---------------------------------------------------------------------------
 
     api = APIRouter(prefix="/v1", tags=["messages"], responses=ERROR_RESPONSES)
@@ -154,6 +168,7 @@ def routers(sender: Sender) -> list[APIRouter]:
             idempotency_key=body.idempotency_key,
             origin="api",
         )
+        req = await resolve_variables(tenant.id, req)
         if body.channel_id is not None:
             async with runtime.engine.connect() as conn:
                 if not await repo.channel_exists(conn, tenant.id, body.channel_id):
@@ -198,6 +213,7 @@ def routers(sender: Sender) -> list[APIRouter]:
             )
             for m in body.messages
         ]
+        reqs = [await resolve_variables(tenant.id, r, f"messages.{i}.") for i, r in enumerate(reqs)]
         items = await request_messages(sender, tenant.id, reqs)
         return BatchAcceptedList(
             accepted=sum(1 for i in items if i.created),
@@ -372,38 +388,6 @@ def routers(sender: Sender) -> list[APIRouter]:
             raise ApiError(404, "not_found", f"{normalized} is not on the opt-out list")
         return Response(status_code=204)
 
-    # --- templates --------------------------------------------------------------------------
-
-    tmpl = APIRouter(prefix="/v1/templates", tags=["templates"], responses=ERROR_RESPONSES)
-
-    @tmpl.get(
-        "",
-        response_model=TemplateList,
-        summary="Meta's status of the tenant's templates (from template.status_changed)",
-    )
-    async def list_templates(
-        tenant: Tenant = Auth,
-        name: str | None = Query(default=None, max_length=512),
-        status: str | None = Query(default=None, max_length=40),
-    ) -> TemplateList:
-        async with runtime.engine.connect() as conn:
-            rows = await repo.list_templates(
-                conn, tenant.id, name=name, status=status.upper() if status else None
-            )
-        return TemplateList(
-            items=[
-                TemplateView(
-                    name=r.name,
-                    language=r.language,
-                    status=r.status,
-                    reason=r.reason,
-                    at=r.at,
-                    sendable=r.status not in UNSENDABLE_TEMPLATE_STATUSES,
-                )
-                for r in rows
-            ]
-        )
-
     # --- sandbox ----------------------------------------------------------------------------
 
     sandbox = APIRouter(prefix="/v1/sandbox", tags=["sandbox"], responses=ERROR_RESPONSES)
@@ -434,4 +418,13 @@ def routers(sender: Sender) -> list[APIRouter]:
             ]
         )
 
-    return [api, dead, chan, opts, tmpl, sandbox, session_router(sender), *analytics_routers(sender)]
+    return [
+        api,
+        dead,
+        chan,
+        opts,
+        *template_routers(sender),
+        sandbox,
+        session_router(sender),
+        *analytics_routers(sender),
+    ]

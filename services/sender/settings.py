@@ -63,3 +63,9 @@ class SenderSettings(HeraldSettings):
         "message becomes a dead letter. 0: never risk a duplicate.",
     )
     http_max_connections: int = Field(default=256, ge=1)
+    template_sync_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Every this many seconds, read the templates of every Meta channel's WABA "
+        "(statuses of Meta's review, templates made elsewhere); 0 = only on POST /v1/templates/sync.",
+    )

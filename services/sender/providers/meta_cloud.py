@@ -263,3 +263,74 @@ class MetaCloudProvider:
 
     async def lookup(self, channel: ChannelConfig, message: Outbound) -> str | None:
         raise LookupUnsupported("the Cloud API keeps no client reference for a sent message")
+
+
+class MetaTemplates:
+    """A WABA's message templates (``/{WABA-ID}/message_templates`` and ``/{TEMPLATE-ID}``):
+    create, list, edit, delete. Refusals raise ``ProviderError`` with Meta's code and message
+    (``error_user_msg`` when Meta gives one: it says what to fix)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    @staticmethod
+    def _where(channel: ChannelConfig) -> tuple[str, dict[str, str], str]:
+        version = channel.settings.get("api_version") or DEFAULT_API_VERSION
+        waba_id = channel.settings.get("waba_id")
+        token = channel.credentials.get("access_token")
+        if not waba_id or not token:
+            raise ProviderError(
+                "the Meta channel has no settings.waba_id (WhatsApp Business Account id) or access_token: "
+                "PATCH the channel",
+                failure=Failure.PERMANENT,
+                code="config",
+            )
+        base = f"{channel.base_url.rstrip('/')}/{version}"
+        return base, {"Authorization": f"Bearer {token}"}, waba_id
+
+    async def _call(self, method: str, url: str, headers: dict[str, str], **kw: Any) -> Any:
+        try:
+            response = await self._http.request(method, url, headers=headers, **kw)
+        except httpx.HTTPError as exc:
+            raise ProviderError(
+                f"could not reach Meta: {type(exc).__name__}", failure=Failure.RETRY, code="connection"
+            ) from exc
+        if response.status_code == 200:
+            return response.json()
+        error = MetaCloudProvider._error(response)
+        try:
+            user_msg = response.json()["error"].get("error_user_msg")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            user_msg = None
+        if user_msg:
+            error.reason = f"{user_msg} ({error.reason})"
+        raise error
+
+    async def create(self, channel: ChannelConfig, body: dict[str, Any]) -> dict[str, Any]:
+        """``{"id", "status", "category"}`` of the new template (status PENDING while in review)."""
+        base, headers, waba = self._where(channel)
+        return dict(await self._call("POST", f"{base}/{waba}/message_templates", headers, json=body))
+
+    async def list_all(self, channel: ChannelConfig) -> list[dict[str, Any]]:
+        """Every template of the WABA, following ``paging.next``."""
+        base, headers, waba = self._where(channel)
+        url: str | None = f"{base}/{waba}/message_templates"
+        params: dict[str, Any] | None = {
+            "limit": 100,
+            "fields": "id,name,language,status,category,components,rejected_reason",
+        }
+        items: list[dict[str, Any]] = []
+        while url and len(items) < 10_000:
+            page = await self._call("GET", url, headers, params=params)
+            items.extend(page.get("data") or [])
+            url, params = (page.get("paging") or {}).get("next"), None
+        return items
+
+    async def edit(self, channel: ChannelConfig, template_id: str, body: dict[str, Any]) -> None:
+        base, headers, _ = self._where(channel)
+        await self._call("POST", f"{base}/{template_id}", headers, json=body)
+
+    async def delete(self, channel: ChannelConfig, name: str, template_id: str | None) -> None:
+        base, headers, waba = self._where(channel)
+        params = {"name": name, **({"hsm_id": template_id} if template_id else {})}
+        await self._call("DELETE", f"{base}/{waba}/message_templates", headers, params=params)

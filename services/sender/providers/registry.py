@@ -26,6 +26,8 @@ class ProviderSpec:
     settings: tuple[str, ...] = ()
     credentials: tuple[str, ...] = ()
     setting_defaults: tuple[tuple[str, str], ...] = ()
+    #: settings a channel may have (meta: ``waba_id``, the WhatsApp Business Account of its templates)
+    optional_settings: tuple[str, ...] = ()
     #: whether WhatsApp's 24-hour customer-service window applies (official Cloud API only)
     enforce_window: bool = False
 
@@ -34,6 +36,7 @@ SPECS: dict[str, ProviderSpec] = {
     "meta": ProviderSpec(
         "https://graph.facebook.com",
         settings=("phone_number_id", "api_version"),
+        optional_settings=("waba_id",),
         credentials=("access_token",),
         setting_defaults=(("api_version", "v23.0"),),
         enforce_window=True,

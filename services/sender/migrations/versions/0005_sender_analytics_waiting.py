@@ -12,7 +12,7 @@
   failure codes.
 
 Revision ID: 0005_sender
-Revises: 0003_sender
+Revises: 0004_sender
 Create Date: 2026-12-03 16:40:00
 """
 
@@ -23,7 +23,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
 revision: str = "0005_sender"
-down_revision: str | None = "0003_sender"
+down_revision: str | None = "0004_sender"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

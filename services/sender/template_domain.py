@@ -1,0 +1,225 @@
+"""Pure decisions of the template catalogue: which variables a template has and in which order,
+what is wrong with a template as written, how a message's named variables map onto its
+parameters, how it reads as plain text, and how it is written for Meta's Cloud API.
+
+A template's variables are its ``{{…}}`` placeholders, header first, then body, in order of first
+appearance: all positional (``{{1}}``, ``{{2}}``… numbered from 1 in order) or all named
+(``{{attendee_name}}``). Meta numbers header and body parameters separately, so a named
+template is created at Meta with each part's variables renumbered ``{{1}}…`` in that order, and
+sent with its parameters in that same order."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]*)\s*\}\}")
+NAMED = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
+#: statuses of Meta's review under which an existing template may be edited (Meta refuses the
+#: others: a PENDING one is still in review; a DISABLED one is gone for good)
+EDITABLE_STATUSES = frozenset({"APPROVED", "REJECTED", "PAUSED", "LOCAL"})
+#: a template kept in Herald only (its channel renders it as text; Meta reviews nothing)
+LOCAL = "LOCAL"
+
+
+class TemplateInvalid(ValueError):
+    """A template, or a message's variables for one, that cannot be used; names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def placeholders(text: str | None) -> list[str]:
+    """The placeholders of ``text`` in order of first appearance (each once)."""
+    seen: list[str] = []
+    for m in PLACEHOLDER.finditer(text or ""):
+        if m.group(1) not in seen:
+            seen.append(m.group(1))
+    return seen
+
+
+@dataclass(frozen=True)
+class Parts:
+    header_vars: list[str]
+    body_vars: list[str]
+    style: str  # "named" | "positional"
+
+    @property
+    def variables(self) -> list[str]:
+        return [*self.header_vars, *(v for v in self.body_vars if v not in self.header_vars)]
+
+
+def analyse(
+    *,
+    header: str | None,
+    body: str,
+    footer: str | None,
+    declared: Sequence[str],
+    examples: Mapping[str, str],
+) -> Parts:
+    """Check a template as written; raises ``TemplateInvalid`` naming the field to fix."""
+    header_vars, body_vars = placeholders(header), placeholders(body)
+    if placeholders(footer):
+        raise TemplateInvalid("footer", "a footer cannot have variables: remove the {{…}}")
+    if len(header_vars) > 1:
+        raise TemplateInvalid("header", "a header has at most one variable")
+    used = [*header_vars, *(v for v in body_vars if v not in header_vars)]
+    for part, names in (("header", header_vars), ("body", body_vars)):
+        for name in names:
+            if not (name.isdigit() or NAMED.match(name)):
+                raise TemplateInvalid(
+                    part,
+                    f"{{{{{name}}}}} is not a variable: use {{{{1}}}}, {{{{2}}}}… or lowercase "
+                    "names like {{attendee_name}}",
+                )
+    positional = [v for v in used if v.isdigit()]
+    if positional and len(positional) != len(used):
+        raise TemplateInvalid("body", "use either positional ({{1}}) or named ({{name}}) variables, not both")
+    style = "positional" if positional else "named"
+    if positional:
+        for part, names in (("header", header_vars), ("body", body_vars)):
+            if names and names != [str(i) for i in range(1, len(names) + 1)]:
+                raise TemplateInvalid(
+                    part, f"positional variables must be {{{{1}}}}, {{{{2}}}}… in order; found {names}"
+                )
+    undeclared = [v for v in used if v not in declared]
+    if undeclared:
+        raise TemplateInvalid(
+            "variables",
+            f"{', '.join(repr(v) for v in undeclared)} used in the template but not declared: add to variables",
+        )
+    unused = [v for v in declared if v not in used]
+    if unused:
+        raise TemplateInvalid(
+            "variables",
+            f"{', '.join(repr(v) for v in unused)} declared but not used in header or body: remove it",
+        )
+    if len(set(declared)) != len(declared):
+        raise TemplateInvalid("variables", "each variable once")
+    missing = [v for v in used if not str(examples.get(v) or "").strip()]
+    if missing:
+        raise TemplateInvalid(
+            "examples",
+            f"give an example value for {', '.join(repr(v) for v in missing)} (Meta requires one per variable)",
+        )
+    extra = [k for k in examples if k not in used]
+    if extra:
+        raise TemplateInvalid(
+            "examples", f"{', '.join(repr(k) for k in extra)} is not a variable of the template"
+        )
+    return Parts(header_vars=header_vars, body_vars=body_vars, style=style)
+
+
+@dataclass(frozen=True)
+class Mapped:
+    header_text: str | None  # the header's parameter, when the header has a variable
+    body_params: list[str]
+
+
+def map_variables(template: Any, values: Mapping[str, str]) -> Mapped:
+    """A message's named variables as the template's parameters, in the template's own order;
+    ``TemplateInvalid`` names a missing or an unknown variable."""
+    wanted = list(template.variables)
+    missing = [v for v in wanted if v not in values]
+    if missing:
+        raise TemplateInvalid(
+            "content.variables",
+            f"missing {', '.join(repr(v) for v in missing)} for template {template.name!r} "
+            f"({template.language}), which needs {wanted}",
+        )
+    extra = [k for k in values if k not in wanted]
+    if extra:
+        raise TemplateInvalid(
+            "content.variables",
+            f"{', '.join(repr(k) for k in extra)} is not a variable of template {template.name!r} "
+            f"({template.language}), which has {wanted}",
+        )
+    header_vars = placeholders(template.header)
+    body_vars = placeholders(template.body)
+    return Mapped(
+        header_text=values[header_vars[0]] if header_vars else None,
+        body_params=[values[v] for v in body_vars],
+    )
+
+
+def _fill(text: str | None, values: Mapping[str, str]) -> str | None:
+    if text is None:
+        return None
+    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def render_text(template: Any, header_param: str | None, body_params: Sequence[str]) -> str:
+    """The template as one plain text (header, body, footer, button labels), filled in: what a
+    channel without Meta templates sends."""
+    header_vars = placeholders(template.header)
+    values = dict(zip(placeholders(template.body), body_params, strict=False))
+    if header_vars and header_param is not None:
+        values[header_vars[0]] = header_param
+    parts = [_fill(template.header, values), _fill(template.body, values), template.footer]
+    labels = [str(b.get("text")) for b in (template.buttons or []) if isinstance(b, dict) and b.get("text")]
+    if labels:
+        parts.append(" | ".join(labels))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _numbered(text: str, names: Sequence[str]) -> str:
+    index = {n: str(i) for i, n in enumerate(names, start=1)}
+    return PLACEHOLDER.sub(lambda m: "{{" + index.get(m.group(1), m.group(1)) + "}}", text)
+
+
+def meta_components(template: Any) -> list[dict[str, Any]]:
+    """The template's ``components`` as ``POST /{WABA-ID}/message_templates`` takes them."""
+    examples = template.examples or {}
+    components: list[dict[str, Any]] = []
+    if template.header:
+        names = placeholders(template.header)
+        header: dict[str, Any] = {
+            "type": "HEADER",
+            "format": "TEXT",
+            "text": _numbered(template.header, names),
+        }
+        if names:
+            header["example"] = {"header_text": [examples[n] for n in names]}
+        components.append(header)
+    names = placeholders(template.body)
+    body: dict[str, Any] = {"type": "BODY", "text": _numbered(template.body, names)}
+    if names:
+        body["example"] = {"body_text": [[examples[n] for n in names]]}
+    components.append(body)
+    if template.footer:
+        components.append({"type": "FOOTER", "text": template.footer})
+    if template.buttons:
+        components.append({"type": "BUTTONS", "buttons": list(template.buttons)})
+    return components
+
+
+def from_meta(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A template as ``GET /{WABA-ID}/message_templates`` lists it, as catalogue fields."""
+    fields: dict[str, Any] = {"header": None, "body": "", "footer": None, "buttons": [], "examples": {}}
+    for c in item.get("components") or []:
+        kind = str(c.get("type", "")).upper()
+        if kind == "HEADER" and str(c.get("format", "TEXT")).upper() == "TEXT":
+            fields["header"] = c.get("text")
+            for n, v in zip(
+                placeholders(c.get("text")), (c.get("example") or {}).get("header_text") or [], strict=False
+            ):
+                fields["examples"][n] = v
+        elif kind == "BODY":
+            fields["body"] = c.get("text") or ""
+            rows = (c.get("example") or {}).get("body_text") or [[]]
+            for n, v in zip(placeholders(c.get("text")), rows[0] if rows else [], strict=False):
+                fields["examples"][n] = v
+        elif kind == "FOOTER":
+            fields["footer"] = c.get("text")
+        elif kind == "BUTTONS":
+            fields["buttons"] = list(c.get("buttons") or [])
+    header_vars = placeholders(fields["header"])
+    variables = [*header_vars, *(v for v in placeholders(fields["body"]) if v not in header_vars)]
+    fields["variables"] = variables
+    fields["variable_style"] = "positional" if all(v.isdigit() for v in variables) else "named"
+    return fields

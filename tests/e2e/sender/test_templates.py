@@ -1,0 +1,273 @@
+"""The template catalogue (issue 12 §2) through the real sender process and the Meta stand-in:
+Meta's review, named variables mapped in the template's order, rejected templates blocking
+sends, local rendering on channels without Meta templates, and bad input refused."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.processes import ServiceProcess, free_port, wait_for
+from tests.e2e.sender.conftest import SenderSystem, wait_status
+
+pytestmark = pytest.mark.e2e
+
+
+def phone(i: int) -> str:
+    return f"+551197{i:07d}"
+
+
+TICKET = {
+    "name": "ticket_ready",
+    "language": "en_US",
+    "category": "UTILITY",
+    "header": "Seat {{seat}}",
+    "body": "Hi {{attendee_name}}, your ticket for {{event}} is ready. Your seat: {{seat}}.",
+    "footer": "Herald events",
+    "buttons": [{"type": "QUICK_REPLY", "text": "Thanks"}],
+    "variables": ["seat", "attendee_name", "event"],
+    "examples": {"seat": "A7", "attendee_name": "Ana", "event": "PyCon"},
+}
+VALUES = {"event": "PyCon Lisbon", "attendee_name": "Maria", "seat": "B12"}  # not the template's order
+
+
+def waba_channel(system: SenderSystem, client: httpx.Client) -> dict[str, Any]:
+    return system.meta_channel(
+        client, settings={"phone_number_id": uuid.uuid4().hex[:15], "waba_id": uuid.uuid4().hex[:15]}
+    )
+
+
+def synced_status(client: httpx.Client, template_id: str, status: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        response = client.post("/v1/templates/sync", json={})
+        assert response.status_code == 200, response.text
+        current = client.get(f"/v1/templates/{template_id}").json()
+        return current if current["status"] == status else None
+
+    return wait_for(check, 30, f"template {template_id} to be {status}")
+
+
+def test_a_meta_template_is_reviewed_then_sent_with_named_variables_in_the_templates_order(
+    system: SenderSystem,
+):
+    _, key = system.tenant("tmpl-meta")
+    client = system.client(key)
+    channel = waba_channel(system, client)
+    pnid = channel["settings"]["phone_number_id"]
+
+    created = client.post("/v1/templates", json={**TICKET, "channel_id": channel["id"]})
+    assert created.status_code == 201, created.text
+    template = created.json()
+    assert template["status"] == "PENDING"
+    assert template["variables"] == ["seat", "attendee_name", "event"]
+    assert template["variable_style"] == "named"
+    listed = client.get("/v1/templates", params={"name": "ticket_ready", "language": "en_US"}).json()
+    assert [t["id"] for t in listed["templates"]] == [template["id"]]
+
+    approved = synced_status(client, template["id"], "APPROVED")
+    assert approved["body"] == TICKET["body"]  # Herald keeps its names; Meta got {{1}}, {{2}}…
+
+    content = {"kind": "template", "name": "ticket_ready", "language": "en_US", "variables": VALUES}
+    response = client.post(
+        "/v1/messages", json={"to": phone(1), "content": content, "channel_id": channel["id"]}
+    )
+    assert response.status_code == 202, response.text
+    wait_status(client, response.json()["id"], "sent", timeout=30)
+    sent = system.meta.received_for(pnid)[-1]["body"]["template"]
+    assert sent["name"] == "ticket_ready" and sent["language"]["code"] == "en_US"
+    assert sent["components"] == [
+        {"type": "header", "parameters": [{"type": "text", "text": "B12"}]},
+        {
+            "type": "body",
+            "parameters": [
+                {"type": "text", "text": "Maria"},
+                {"type": "text", "text": "PyCon Lisbon"},
+                {"type": "text", "text": "B12"},
+            ],
+        },
+    ]
+
+    # Meta's rules on changes: a duplicate is refused, name/language never change, and an
+    # APPROVED template's category does not either; a body edit goes back to review
+    duplicate = client.post("/v1/templates", json={**TICKET, "channel_id": channel["id"]})
+    assert duplicate.status_code == 422 and "name" in duplicate.json()["message"]
+    renamed = client.patch(f"/v1/templates/{template['id']}", json={"name": "other"})
+    assert renamed.status_code == 422 and "name" in renamed.json()["message"]
+    recategorised = client.patch(f"/v1/templates/{template['id']}", json={"category": "MARKETING"})
+    assert recategorised.status_code == 422 and "category" in recategorised.json()["message"]
+    edited = client.patch(
+        f"/v1/templates/{template['id']}",
+        json={"body": "Hello {{attendee_name}}: {{event}}, seat {{seat}}."},
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["status"] == "PENDING"
+    in_review = client.patch(f"/v1/templates/{template['id']}", json={"footer": "bye"})
+    assert in_review.status_code == 409 and "PENDING" in in_review.json()["message"]
+
+    assert client.delete(f"/v1/templates/{template['id']}").status_code == 204
+    assert client.get(f"/v1/templates/{template['id']}").status_code == 404
+    waba = channel["settings"]["waba_id"]
+    assert [t for t in system.meta.fake.state.templates.values() if t["waba_id"] == waba] == []
+
+
+def test_a_rejected_template_blocks_sends_with_a_clear_reason(system: SenderSystem):
+    _, key = system.tenant("tmpl-rejected")
+    client = system.client(key)
+    channel = waba_channel(system, client)
+    pnid = channel["settings"]["phone_number_id"]
+    system.meta.fake.state.reject_when = r"lottery"
+    try:
+        body = {
+            **TICKET,
+            "name": "prize",
+            "header": None,
+            "body": "{{attendee_name}}, you won the lottery at {{event}}!",
+            "variables": ["attendee_name", "event"],
+            "examples": {"attendee_name": "Ana", "event": "PyCon"},
+            "channel_id": channel["id"],
+        }
+        template = client.post("/v1/templates", json=body).json()
+        rejected = synced_status(client, template["id"], "REJECTED")
+    finally:
+        system.meta.fake.state.reject_when = None
+    assert "INVALID_FORMAT" in rejected["reason"]
+    calls = len(system.meta.received_for(pnid))
+    content = {
+        "kind": "template",
+        "name": "prize",
+        "language": "en_US",
+        "variables": {"attendee_name": "Rui", "event": "PyCon"},
+    }
+    message_id = client.post(
+        "/v1/messages", json={"to": phone(2), "content": content, "channel_id": channel["id"]}
+    ).json()["id"]
+    failed = wait_status(client, message_id, "failed", timeout=30)
+    assert failed["error_code"] == "template_rejected"
+    assert "REJECTED" in failed["status_reason"] and "INVALID_FORMAT" in failed["status_reason"]
+    time.sleep(0.3)
+    assert len(system.meta.received_for(pnid)) == calls  # no call Meta would refuse
+
+
+def test_metas_status_update_reaches_the_catalogue(system: SenderSystem):
+    tenant_id, key = system.tenant("tmpl-webhook")
+    client = system.client(key)
+    channel = waba_channel(system, client)
+    template = client.post(
+        "/v1/templates", json={**TICKET, "name": "paused_one", "channel_id": channel["id"]}
+    ).json()
+    system.publish(
+        "template.status_changed.v1",
+        tenant_id,
+        {
+            "template_name": "paused_one",
+            "language": "en_US",
+            "status": "PAUSED",
+            "reason": "low quality",
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 5)),
+        },
+    )
+    wait_for(
+        lambda: client.get(f"/v1/templates/{template['id']}").json()["status"] == "PAUSED",
+        30,
+        "the webhook's PAUSED in the catalogue",
+    )
+
+
+def test_on_a_sandbox_channel_the_template_arrives_as_rendered_text(system: SenderSystem):
+    _, key = system.tenant("tmpl-sandbox")
+    client = system.client(key)
+    sandbox = client.post("/v1/channels", json={"name": "sb", "provider": "sandbox"}).json()
+    created = client.post("/v1/templates", json={**TICKET, "channel_id": sandbox["id"]})
+    assert created.status_code == 201, created.text
+    assert created.json()["status"] == "LOCAL"
+    content = {"kind": "template", "name": "ticket_ready", "language": "en_US", "variables": VALUES}
+    message_id = client.post(
+        "/v1/messages", json={"to": phone(3), "content": content, "channel_id": sandbox["id"]}
+    ).json()["id"]
+    sent = wait_status(client, message_id, "sent", timeout=30)
+    received = client.get("/v1/sandbox/messages", params={"message_id": message_id}).json()["items"]
+    assert [r["text"] for r in received] == [
+        "Seat B12\n\nHi Maria, your ticket for PyCon Lisbon is ready. Your seat: B12.\n\nHerald events\n\nThanks"
+    ]
+    assert any("rendered locally and sent as text" in (h["reason"] or "") for h in sent["history"]), sent
+
+
+def test_bad_input_is_refused_naming_what_to_fix_and_nothing_is_stored(system: SenderSystem):
+    tenant_id, key = system.tenant("tmpl-bad")
+    client = system.client(key)
+    sandbox = client.post("/v1/channels", json={"name": "sb", "provider": "sandbox"}).json()
+
+    for change, words in [
+        ({"category": "PROMO"}, "category"),
+        ({"name": "Ticket Ready"}, "name"),
+        ({"variables": ["seat", "attendee_name"]}, "'event' used in the template but not declared"),
+        ({"variables": [*TICKET["variables"], "colour"]}, "'colour' declared but not used"),
+        ({"examples": {"seat": "A7", "attendee_name": "Ana"}}, "examples: give an example value for 'event'"),
+    ]:
+        response = client.post("/v1/templates", json={**TICKET, **change, "channel_id": sandbox["id"]})
+        assert response.status_code == 422, (change, response.text)
+        assert words in response.json()["message"], (change, response.json())
+    assert client.get("/v1/templates").json()["templates"] == []
+
+    assert client.post("/v1/templates", json={**TICKET, "channel_id": sandbox["id"]}).status_code == 201
+    base = {"kind": "template", "name": "ticket_ready", "language": "en_US"}
+    for variables, words in [
+        ({"attendee_name": "Maria", "event": "PyCon"}, "missing 'seat'"),
+        ({**VALUES, "colour": "red"}, "'colour' is not a variable"),
+    ]:
+        response = client.post(
+            "/v1/messages",
+            json={"to": phone(4), "content": {**base, "variables": variables}, "channel_id": sandbox["id"]},
+        )
+        assert response.status_code == 422, response.text
+        assert "content.variables" in response.json()["message"] and words in response.json()["message"]
+    unknown = client.post(
+        "/v1/messages",
+        json={"to": phone(4), "content": {**base, "name": "nope", "variables": VALUES}},
+    )
+    assert unknown.status_code == 422 and "no template 'nope'" in unknown.json()["message"]
+    assert client.get("/v1/messages").json()["items"] == []
+
+    # the broker path stores the request and refuses it with the same reason
+    message_id = str(uuid.uuid4())
+    system.publish(
+        "message.requested.v1",
+        tenant_id,
+        {
+            "message_id": message_id,
+            "to": phone(5),
+            "content": {**base, "variables": {"attendee_name": "Maria"}},
+            "channel_id": sandbox["id"],
+            "origin": "test",
+        },
+    )
+    refused = wait_status(client, message_id, "failed", timeout=30)
+    assert refused["error_code"] == "template_variables"
+    assert "missing 'seat', 'event'" in refused["status_reason"]
+
+
+def test_a_periodic_sync_brings_metas_review_without_asking(system: SenderSystem):
+    """SENDER_TEMPLATE_SYNC_SECONDS: a sender syncing every 0.3 s sees the review end by itself."""
+    env = {**system.env, "SENDER_TEMPLATE_SYNC_SECONDS": "0.3"}
+    syncing = ServiceProcess("sender", free_port(), env, system.tmp / "sender-sync.log")
+    syncing.start()
+    try:
+        syncing.wait_ready()
+        _, key = system.tenant("tmpl-periodic")
+        client = system.client(key, url=syncing.url)
+        channel = waba_channel(system, client)
+        template = client.post(
+            "/v1/templates", json={**TICKET, "name": "periodic", "channel_id": channel["id"]}
+        ).json()
+        assert template["status"] == "PENDING"
+        wait_for(
+            lambda: client.get(f"/v1/templates/{template['id']}").json()["status"] == "APPROVED",
+            30,
+            "the periodic sync to bring APPROVED",
+        )
+    finally:
+        syncing.terminate()

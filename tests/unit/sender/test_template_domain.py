@@ -1,0 +1,99 @@
+"""The template catalogue's pure rules: variables, validation, mapping, rendering, Meta's shape."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from services.sender import template_domain as td
+
+BODY = "Hi {{attendee_name}}, your seat for {{event}} is {{seat}}. See you, {{attendee_name}}!"
+EXAMPLES = {"attendee_name": "Ana", "event": "PyCon", "seat": "A7"}
+
+
+def template(**kw):
+    base = dict(
+        name="ticket",
+        language="en_US",
+        header=None,
+        body=BODY,
+        footer="Herald",
+        buttons=[],
+        examples=EXAMPLES,
+    )
+    base |= kw
+    parts = td.analyse(
+        header=base["header"],
+        body=base["body"],
+        footer=base["footer"],
+        declared=list(base["examples"]),
+        examples=base["examples"],
+    )
+    return SimpleNamespace(**base, variables=parts.variables, variable_style=parts.style)
+
+
+def test_variables_are_in_order_of_first_appearance_header_first():
+    t = template(header="For {{seat}}")
+    assert t.variables == ["seat", "attendee_name", "event"]
+    assert t.variable_style == "named"
+
+
+@pytest.mark.parametrize(
+    ("kw", "field", "words"),
+    [
+        (
+            {"declared": ["attendee_name", "event"]},
+            "variables",
+            "'seat' used in the template but not declared",
+        ),
+        ({"declared": [*EXAMPLES, "extra"]}, "variables", "'extra' declared but not used"),
+        ({"examples": {"attendee_name": "Ana", "event": "PyCon"}}, "examples", "'seat'"),
+        ({"footer": "bye {{attendee_name}}"}, "footer", "cannot have variables"),
+        ({"body": "Hi {{1}} and {{name}}"}, "body", "not both"),
+        ({"body": "Hi {{2}}"}, "body", "in order"),
+        ({"body": "Hi {{Bad-Name}}"}, "body", "not a variable"),
+    ],
+)
+def test_bad_templates_name_the_field_to_fix(kw, field, words):
+    args = dict(header=None, body=BODY, footer=None, declared=list(EXAMPLES), examples=EXAMPLES)
+    args |= kw
+    if "body" in kw and "declared" not in kw:
+        args["declared"] = td.placeholders(kw["body"])
+        args["examples"] = {v: "x" for v in args["declared"]}
+    with pytest.raises(td.TemplateInvalid) as err:
+        td.analyse(**args)
+    assert err.value.field == field and words in str(err.value), str(err.value)
+
+
+def test_named_variables_map_in_the_templates_order_and_missing_or_extra_ones_are_named():
+    t = template(header="Seat {{seat}}")
+    mapped = td.map_variables(t, {"event": "PyCon", "seat": "A7", "attendee_name": "Ana"})
+    assert mapped.header_text == "A7"
+    assert mapped.body_params == ["Ana", "PyCon", "A7"]
+    with pytest.raises(td.TemplateInvalid, match="missing 'event'"):
+        td.map_variables(t, {"seat": "A7", "attendee_name": "Ana"})
+    with pytest.raises(td.TemplateInvalid, match="'colour' is not a variable"):
+        td.map_variables(t, {**EXAMPLES, "colour": "red"})
+
+
+def test_rendered_text_fills_header_body_and_keeps_footer_and_button_labels():
+    t = template(header="Seat {{seat}}", buttons=[{"type": "QUICK_REPLY", "text": "Got it"}])
+    text = td.render_text(t, "A7", ["Ana", "PyCon", "A7"])
+    assert text == "Seat A7\n\nHi Ana, your seat for PyCon is A7. See you, Ana!\n\nHerald\n\nGot it"
+
+
+def test_meta_components_are_positional_with_examples_in_order():
+    t = template(header="Seat {{seat}}")
+    header, body, footer = td.meta_components(t)
+    assert header == {
+        "type": "HEADER",
+        "format": "TEXT",
+        "text": "Seat {{1}}",
+        "example": {"header_text": ["A7"]},
+    }
+    assert body["text"] == "Hi {{1}}, your seat for {{2}} is {{3}}. See you, {{1}}!"
+    assert body["example"] == {"body_text": [["Ana", "PyCon", "A7"]]}
+    assert footer == {"type": "FOOTER", "text": "Herald"}
+    back = td.from_meta({"components": [header, body, footer]})
+    assert back["variables"] == ["1", "2", "3"] and back["variable_style"] == "positional"
