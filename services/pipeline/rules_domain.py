@@ -223,16 +223,20 @@ def evaluate(
         [r for r in candidates if r.builtin],
     ):
         matched = False
+        filtered: list[Verdict] = []
         for rule in sorted(group, key=lambda r: (-r.priority, r.name)):
             failed = next((c for c in rule.conditions if not c.holds(data)), None)
             if failed is not None:
-                verdicts.append(Verdict(rule, "filtered", f"filter not met: {failed.describe()}"))
+                filtered.append(Verdict(rule, "filtered", f"filter not met: {failed.describe()}"))
                 continue
             matched = True
             try:
                 verdicts.append(Verdict(rule, "sent", "matched", render(rule, data, event)))
             except RenderError as exc:
                 verdicts.append(Verdict(rule, "unsendable", str(exc)))
+        # the tenant's own rules say why they did not match; the defaults only when none spoke
+        if group and (not group[0].builtin or not matched):
+            verdicts.extend(filtered)
         if matched:
             break
     return verdicts
