@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from devtools.infra import LocalInfra, docker_available
-from devtools.processes import REPO, ServiceProcess, herald_cli, ingest_env, port_in_use
+from devtools.processes import REPO, ServiceProcess, herald_cli, ingest_env, pipeline_env, port_in_use
 from herald.services import SERVICES
 
 STATE = REPO / ".herald"
@@ -164,7 +164,8 @@ def run_local() -> int:
             HERALD_AMQP_URL=urls.amqp_url,
             HERALD_LOG_FORMAT=env.get("HERALD_LOG_FORMAT", "json"),
         )
-        env = {**ingest_env(ports["sender"]), **env}  # an INGEST_SENDER_URL already set wins
+        # an INGEST_SENDER_URL / PIPELINE_SENDER_URL already set wins
+        env = {**ingest_env(ports["sender"]), **pipeline_env(ports["sender"]), **env}
         say(f"database {urls.database_url.split('@')[-1]}, broker {urls.amqp_url.split('@')[-1]}")
         say("migrating …")
         say(herald_cli(env, "migrate").strip().splitlines()[-1])
