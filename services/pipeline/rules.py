@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,7 +49,23 @@ BUILTIN_TYPES = {ORDER_TYPE: OrderStatusChanged}
 # --- rows ⇄ rules ------------------------------------------------------------------------------
 
 
+#: rules already built from their rows, by (id, updated_at): a write changes updated_at, so an
+#: edited rule is built again and an unchanged one costs a dictionary look-up per event
+_BUILT: OrderedDict[tuple[Any, Any], Rule] = OrderedDict()
+_BUILT_MAX = 20_000
+
+
 def rule_from_row(row: Any) -> Rule:
+    key = (row.id, row.updated_at)
+    built = _BUILT.get(key)
+    if built is None:
+        built = _BUILT[key] = _build(row)
+        if len(_BUILT) > _BUILT_MAX:
+            _BUILT.popitem(last=False)
+    return built
+
+
+def _build(row: Any) -> Rule:
     return Rule(
         id=row.id,
         name=row.name,

@@ -42,8 +42,20 @@ class Condition:
     op: Op
     value: Any = None
 
+    def __post_init__(self) -> None:
+        # decided once per rule, not per event: a plain name is one dict look-up; a list of
+        # hashable values is a set
+        object.__setattr__(self, "_plain", "." not in self.field)
+        members = self.value
+        if isinstance(members, list | tuple):
+            try:
+                members = frozenset(members)
+            except TypeError:
+                members = tuple(members)
+        object.__setattr__(self, "_members", members)
+
     def holds(self, data: Mapping[str, Any]) -> bool:
-        found = get_path(data, self.field)
+        found = data.get(self.field, _MISSING) if self._plain else get_path(data, self.field)  # type: ignore[attr-defined]
         if self.op == "exists":
             present = found is not _MISSING and found is not None
             return present is (self.value is not False)
@@ -51,9 +63,11 @@ class Condition:
             return False
         if self.op == "equals":
             return bool(found == self.value)
-        if self.op == "not_in":
-            return found not in self.value
-        return found in self.value
+        try:
+            inside = found in self._members  # type: ignore[attr-defined]
+        except TypeError:  # an unhashable value (a list, an object) is in no set of scalars
+            inside = False
+        return not inside if self.op == "not_in" else inside
 
     def describe(self) -> str:
         if self.op == "exists":
