@@ -23,6 +23,9 @@ from shared.events import (
 from shared.service import ServiceRuntime
 
 
+SOURCE = rules.SOURCE
+
+
 async def notify_order_status(runtime: ServiceRuntime, event: CloudEvent[OrderStatusChanged]) -> bool:
     """Turn an order's status change into the messages the tenant's rules say (``rules.py``).
 
