@@ -22,7 +22,6 @@ from shared.events import (
 )
 from shared.service import ServiceRuntime
 
-
 SOURCE = rules.SOURCE
 
 
