@@ -45,7 +45,7 @@ import httpx
 
 from devtools.database import asyncpg_dsn, create_migrated_database, drop_database
 from devtools.infra import resolve_infra
-from devtools.processes import ServiceProcess, free_port, herald_cli, herald_env, ingest_env
+from devtools.processes import ServiceProcess, free_port, herald_cli, herald_env, ingest_env, pipeline_env
 from herald.services import SERVICES
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1125,9 +1125,12 @@ def herald_stack(
         env = herald_env(db_url, urls.amqp_url, HERALD_LOG_LEVEL=log_level, **(extra_env or {}))
         ports = {name: free_port() for name in SERVICES}
         # ingest checks a webhook source's channel_id with the sender and a tenant's own event
-        # types with the pipeline: tell it where those run
-        ingest_urls = ingest_env(ports["sender"], pipeline_port=ports["pipeline"])
-        envs = {name: {**env, **ingest_urls} if name == "ingest" else env for name in SERVICES}
+        # types with the pipeline; the pipeline a rule's template with the sender: tell them where
+        beside = {
+            "ingest": ingest_env(ports["sender"], pipeline_port=ports["pipeline"]),
+            "pipeline": pipeline_env(ports["sender"]),
+        }
+        envs = {name: {**env, **beside.get(name, {})} for name in SERVICES}
         services = {
             name: ServiceProcess(name, ports[name], envs[name], logs / f"{name}.log") for name in SERVICES
         }

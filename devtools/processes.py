@@ -151,6 +151,13 @@ def ingest_env(
     return env
 
 
+def pipeline_env(sender_port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """What the pipeline needs to reach the sender on this machine (a rule's catalogue template is
+    checked there when the rule is saved): pass it to the pipeline's environment wherever both run
+    as processes."""
+    return {"PIPELINE_SENDER_URL": f"http://{host}:{sender_port}"}
+
+
 def herald_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     """Run ``herald …`` with ``env``; returns stdout, raises with stderr on failure."""
     result = subprocess.run(

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from devtools.infra import LocalInfra, docker_available
-from devtools.processes import REPO, ServiceProcess, herald_cli, ingest_env, port_in_use
+from devtools.processes import REPO, ServiceProcess, herald_cli, ingest_env, pipeline_env, port_in_use
 from devtools.supervise import Supervisor
 from herald.services import COMPONENTS, CONSOLE, SERVICES
 
@@ -193,8 +193,12 @@ def run_local() -> int:
             HERALD_AMQP_URL=urls.amqp_url,
             HERALD_LOG_FORMAT=env.get("HERALD_LOG_FORMAT", "json"),
         )
-        # an INGEST_SENDER_URL or INGEST_PIPELINE_URL already set wins
-        env = {**ingest_env(ports["sender"], pipeline_port=ports["pipeline"]), **env}
+        # an INGEST_SENDER_URL, INGEST_PIPELINE_URL or PIPELINE_SENDER_URL already set wins
+        env = {
+            **ingest_env(ports["sender"], pipeline_port=ports["pipeline"]),
+            **pipeline_env(ports["sender"]),
+            **env,
+        }
         say(f"database {urls.database_url.split('@')[-1]}, broker {urls.amqp_url.split('@')[-1]}")
         say("migrating …")
         say(herald_cli(env, "migrate").strip().splitlines()[-1])

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel
-
 from services.pipeline import api as pipeline_api
 from services.pipeline import api_analytics as analytics_api
-from services.pipeline import api_event_types, event_types, handlers, jobs
+from services.pipeline import api_event_types, api_rules, event_types, handlers, jobs
 from services.pipeline import inbound as conversation
-from services.pipeline.domain import DEFAULT_ORDER_RULE
 from services.pipeline.models import SCHEMA, metadata
 from services.pipeline.settings import PipelineSettings
-from shared.api import ERROR_RESPONSES
+from services.pipeline.templates_client import TemplateCatalogue
 from shared.events import (
     CloudEvent,
     DraftReady,
@@ -26,20 +22,7 @@ from shared.events import (
     UserErased,
 )
 from shared.service import ServiceRuntime
-from shared.tenancy import Tenant
 from shared.topology import EVENTS, subscription
-
-
-class RuleView(BaseModel):
-    name: str
-    event_type: str
-    text: str
-    priority: int
-    builtin: bool
-
-
-class RuleList(BaseModel):
-    items: list[RuleView]
 
 
 def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any]:
@@ -99,22 +82,12 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
 
     event_types.subscribe(runtime)  # tenant.event: a tenant's own event types, checked and recorded
 
-    api = APIRouter(prefix="/v1/rules", tags=["rules"], responses=ERROR_RESPONSES)
-
-    @api.get("", response_model=RuleList, summary="Notification rules in force for this tenant")
-    async def list_rules(_: Tenant = Depends(runtime.auth)) -> RuleList:
-        r = DEFAULT_ORDER_RULE
-        return RuleList(
-            items=[
-                RuleView(name=r.name, event_type=r.event_type, text=r.text, priority=r.priority, builtin=True)
-            ]
-        )
-
     runtime.declare_publishes(MessageRequested, DraftReady)
     runtime.on_shutdown("model client", lambda: jobs.close_agents(runtime))
+    catalogue = TemplateCatalogue(settings.sender_url, settings.sender_timeout_seconds)
     app = runtime.create_app(
         [
-            api,
+            *api_rules.routers(runtime, catalogue),
             *pipeline_api.routers(runtime),
             api_event_types.router(runtime),
             *analytics_api.routers(runtime),

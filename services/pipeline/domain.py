@@ -25,7 +25,8 @@ class NotificationRule:
         )
 
 
-#: the rule every tenant has until it defines its own (rules CRUD comes with /v1/rules)
+#: the sentence Herald always sent for an order status; the built-in rules (``rules_domain.py``,
+#: ``BUILTIN_RULES``) say it in English, and a tenant's rules of ``/v1/rules`` replace them
 DEFAULT_ORDER_RULE = NotificationRule(
     name="default-order-status",
     event_type=OrderStatusChanged.type_name(),

@@ -190,17 +190,17 @@ async def list_events(conn: AsyncConnection, tenant_id: uuid.UUID, name: str, li
 
 # --- the broker path ---------------------------------------------------------------------------
 
-#: ``async def on_event(runtime, uow, event) -> None`` in ``services/pipeline/rules.py``, if any
+#: ``async def on_tenant_event(runtime, uow, event) -> None`` in ``services/pipeline/rules.py``
 RulesHook = Callable[[ServiceRuntime, UnitOfWork, CloudEvent[TenantEvent]], Awaitable[None]]
 _NO_HOOK = object()
 _hook: Any = _NO_HOOK
 
 
 def rules_hook() -> RulesHook | None:
-    """``services.pipeline.rules.on_event`` when the rules module exists and defines it.
+    """``services.pipeline.rules.on_tenant_event`` when the rules module exists and defines it.
 
     The contract with the rules (another module, built separately): the consumer calls
-    ``await on_event(runtime, uow, event)`` for every tenant event that matched its type's schema,
+    ``await on_tenant_event(runtime, uow, event)`` for every tenant event that matched its type's schema,
     inside the unit of work that records it, before the commit; ``event.data.name`` is the type
     (``ticket.updated``), ``event.data.data`` the payload, ``event.tenantid`` the tenant. What the
     hook adds to ``uow`` (message requests in the outbox, its decisions) commits with the record,
@@ -210,7 +210,7 @@ def rules_hook() -> RulesHook | None:
     if _hook is _NO_HOOK:
         found = None
         if importlib.util.find_spec("services.pipeline.rules") is not None:
-            found = getattr(importlib.import_module("services.pipeline.rules"), "on_event", None)
+            found = getattr(importlib.import_module("services.pipeline.rules"), "on_tenant_event", None)
         _hook = found
     return _hook  # type: ignore[no-any-return]
 

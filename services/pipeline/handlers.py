@@ -9,59 +9,37 @@ from typing import Any
 from prometheus_client import Counter
 
 from services.pipeline import repository as repo
-from services.pipeline.domain import DEFAULT_ORDER_RULE, message_id_for
+from services.pipeline import rules
 from services.pipeline.jobs import run_content_job
 from shared.crypto import SecretBox, lookup_hash
 from shared.events import (
     CloudEvent,
     InboundReceived,
-    MessageRequested,
     MessageStatusChanged,
     OrderStatusChanged,
     PacingDue,
     UserErased,
-    new_event,
 )
 from shared.service import ServiceRuntime
 
-SOURCE = "/herald/pipeline"
-CONSUMER = "order-status-notifier"
-NOTIFICATIONS = Counter("herald_pipeline_notifications_total", "Messages requested by rules", ["rule"])
+SOURCE = rules.SOURCE
 
 
 async def notify_order_status(runtime: ServiceRuntime, event: CloudEvent[OrderStatusChanged]) -> bool:
-    """Turn an order's status change into a WhatsApp message request, once per event.
+    """Turn an order's status change into the messages the tenant's rules say (``rules.py``).
 
-    The processed-event record and the outbox row commit together, so a redelivered event
-    (at-least-once broker) neither sends twice nor is lost. Returns False for a duplicate.
-    """
-    rule = DEFAULT_ORDER_RULE
-
-    async def apply() -> bool:
-        async with runtime.uow() as uow:
-            if not await uow.mark_processed(CONSUMER, f"{event.source}:{event.id}"):
-                return False
-            request = MessageRequested(
-                message_id=message_id_for(event.tenantid, f"{event.source}:{event.id}", rule),
-                to=event.data.customer_phone,
-                text=rule.render(event.data),
-                priority=rule.priority,
-                origin="pipeline",
-                correlation_id=f"order:{event.data.order_id}",
-            )
-            uow.add_event(
-                new_event(
-                    request, tenant_id=event.tenantid, source=SOURCE, subject=f"order/{event.data.order_id}"
-                ),
-                priority=rule.priority,
-            )
-            await uow.commit()
-            return True
-
-    applied = await runtime.with_db("notify order status", apply)
-    if applied:
-        NOTIFICATIONS.labels(rule.name).inc()
-    return applied
+    The processed-event record, the decisions and the outbox rows commit together, so a
+    redelivered event (at-least-once broker) neither sends twice nor is lost. Returns False for a
+    redelivery."""
+    verdicts = await rules.on_event(
+        runtime,
+        event.tenantid,
+        event_type=event.type,
+        event_id=event.id,
+        source=event.source,
+        data=event.data.model_dump(mode="json"),
+    )
+    return verdicts is not None
 
 
 # --- the writer flow ---------------------------------------------------------------------------

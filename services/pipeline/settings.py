@@ -16,6 +16,16 @@ class PipelineSettings(HeraldSettings):
     service_name: ClassVar[str] = "pipeline"
 
     port: int = 8003
+    sender_url: str = Field(
+        # the sender's default port (services/sender/settings.py, herald/services.py) on this host
+        default="http://127.0.0.1:8004",
+        pattern=r"^https?://",
+        description="Base URL of the sender: a rule's catalogue template is checked there "
+        "(GET /v1/templates?name=&language= with the caller's key).",
+    )
+    sender_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="A template check the sender has not answered within this time is 503."
+    )
     llm_base_url: str | None = Field(
         default=None,
         description="OpenAI-compatible API root, e.g. https://api.openai.com/v1 or "

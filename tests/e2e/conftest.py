@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from devtools.database import create_migrated_database, drop_database
-from devtools.processes import ServiceProcess, free_port, herald_cli, ingest_env, wait_for
+from devtools.processes import ServiceProcess, free_port, herald_cli, ingest_env, pipeline_env, wait_for
 from herald.services import SERVICES
 from shared.topology import SUBSCRIPTIONS
 from tests.conftest import Infra
@@ -88,6 +88,7 @@ def herald(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[H
         SENDER_SENDING_LEASE_SECONDS="3",
         HERALD_GRACEFUL_TIMEOUT_SECONDS="10",
         **ingest_env(ports["sender"], pipeline_port=ports["pipeline"]),
+        **pipeline_env(ports["sender"]),
     )
     services = {name: ServiceProcess(name, ports[name], env, tmp / f"{name}.log") for name in SERVICES}
     system = Herald(infra=infra, services=services, env=env, tmp=tmp)

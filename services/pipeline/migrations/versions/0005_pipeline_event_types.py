@@ -1,7 +1,7 @@
 """tenant event types (a name and a JSON Schema per tenant) and the tenant events received
 
 Revision ID: 0005_pipeline
-Revises: 0003_pipeline
+Revises: 0004_pipeline
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
 revision: str = "0005_pipeline"
-down_revision: str | None = "0003_pipeline"
+down_revision: str | None = "0004_pipeline"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
