@@ -255,3 +255,37 @@ def test_an_invalid_event_on_the_broker_is_dead_lettered_with_the_field_that_is_
     assert events[f"/crm:{good}"]["status"] == "received"
     assert events[f"/crm:{bad}"]["status"] == "rejected"
     assert "data.customer.phone" in events[f"/crm:{bad}"]["reason"]
+
+
+def test_a_rule_on_a_tenants_own_event_type_sends_its_message(herald: Herald):
+    """The point of tenant event types: a ticketing app drives Herald with no code change — a
+    rule matching ``ticket.updated`` sends its text to the customer when a ticket is solved, and
+    not when it is only opened."""
+    tenant = Tenant(herald)
+    assert tenant.register().status_code == 201
+    rule = {
+        "name": "ticket-solved",
+        "event_type": "ticket.updated",
+        "filter": [{"field": "status", "op": "equals", "value": "solved"}],
+        "recipient": "customer.phone",
+        "messages": {"en": {"text": "Hi {{ customer.name }}, ticket {{ ticket_id }} is solved."}},
+        "fallback_language": "en",
+    }
+    created = tenant.pipeline.post("/v1/rules", json=rule)
+    assert created.status_code == 201, created.text
+    phone = f"+55119{uuid.uuid4().int % 10**8:08d}"
+    opened = {"ticket_id": "T-7", "status": "open", "customer": {"phone": phone, "name": "Ana"}}
+    solved = {**opened, "status": "solved"}
+    assert tenant.post(opened, event_id="t7-open").status_code == 202
+    assert tenant.post(solved, event_id="t7-solved").status_code == 202
+    sender = herald.client("sender", tenant.ingest.headers["Authorization"].removeprefix("Bearer "))
+
+    def sent_to_phone() -> list[str]:
+        items = sender.get("/v1/sandbox/messages", params={"limit": 1000}).json()["items"]
+        return [m["text"] for m in items if m["to"] == phone]
+
+    assert wait_for(sent_to_phone, 60, "the rule's message at the sandbox") == [
+        "Hi Ana, ticket T-7 is solved."
+    ]
+    decisions = tenant.pipeline.get("/v1/rule-decisions", params={"event_id": "t7-open"}).json()
+    assert [d["outcome"] for d in decisions["items"]] in (["filtered"], ["no_rule"]), decisions
