@@ -35,6 +35,7 @@ def test_a_catalogue_template_rule_is_checked_and_sent_with_mapped_variables(sho
             "language": "pt_BR",
             "category": "UTILITY",
             "body": "Olá {{attendee_name}}, seu pedido {{order_number}} está pronto",
+            "variables": ["attendee_name", "order_number"],
             "examples": {"attendee_name": "Ana", "order_number": "1042"},
         },
     )
