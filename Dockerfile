@@ -49,7 +49,7 @@ RUN uv sync --frozen --no-dev --no-editable
 FROM ${PYTHON_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="herald" \
-      org.opencontainers.image.description="Self-hosted WhatsApp notification platform (ingest, scheduler, pipeline, sender)" \
+      org.opencontainers.image.description="Self-hosted WhatsApp notification platform (ingest, scheduler, pipeline, sender, console)" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # A fixed numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER, and the
@@ -74,7 +74,7 @@ WORKDIR /app
 USER 10001:10001
 
 # Documentation only: ingest, scheduler, pipeline, sender (each overridable, e.g. SENDER_PORT).
-EXPOSE 8001 8002 8003 8004
+EXPOSE 8001 8002 8003 8004 8005
 
 # Exec form: `herald` is PID 1 and receives SIGTERM itself, which starts the graceful drain of
 # in-flight messages (HERALD_GRACEFUL_TIMEOUT_SECONDS). A shell wrapper would swallow the signal.
