@@ -22,7 +22,7 @@ import httpx
 from pydantic import ValidationError
 
 from services.ingest.domain import EventRejected, stamp_tenant
-from services.pipeline.event_schema import check_name, summary, validate
+from shared.event_schema import check_name, summary, validate
 from shared.events import CATALOGUE, CloudEvent, TenantEvent, UnknownEventType, canonical_type
 from shared.logging import get_logger
 

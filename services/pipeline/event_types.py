@@ -32,7 +32,9 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.pipeline.event_schema import (
+from services.pipeline.models import metadata
+from shared.db import UnitOfWork
+from shared.event_schema import (
     MAX_SCHEMA_BYTES,
     Problem,
     check_name,
@@ -40,8 +42,6 @@ from services.pipeline.event_schema import (
     summary,
     validate,
 )
-from services.pipeline.models import metadata
-from shared.db import UnitOfWork
 from shared.events import CloudEvent, TenantEvent
 from shared.logging import get_logger
 from shared.service import ServiceRuntime

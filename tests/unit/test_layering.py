@@ -36,6 +36,16 @@ def test_shared_imports_neither_a_service_nor_the_entry_package(path: Path) -> N
     assert not wrong, f"{path.relative_to(REPO)} imports {wrong}: shared must know no service"
 
 
+@pytest.mark.parametrize("path", _modules("services"), ids=lambda p: str(p.relative_to(REPO)))
+def test_a_service_imports_no_other_service(path: Path) -> None:
+    """Services share code through ``shared`` and talk through events and HTTP, never imports."""
+    own = path.relative_to(REPO / "services").parts[0]
+    wrong = sorted(
+        n for n in _imported(path) if n.startswith("services.") and n.split(".")[1] not in (own, "__init__")
+    )
+    assert not wrong, f"{path.relative_to(REPO)} imports {wrong}: move the shared part to shared/"
+
+
 def _lists_every_service(node: ast.AST) -> bool:
     if isinstance(node, ast.Dict):
         items = node.keys
