@@ -19,6 +19,7 @@ from shared.db import is_transient_db_error
 from shared.logging import get_logger
 
 log = get_logger(__name__)
+RETRY_AFTER_SECONDS = 2
 
 
 class RequestModel(BaseModel):
@@ -42,6 +43,8 @@ class ApiError(Exception):
         self.error = error
         self.message = message
         self.details = details or []
+        # a 503 says the caller may retry: it says when, as HTTP clients and Chatwoot/Meta retries expect
+        self.headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status_code == 503 else None
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -77,7 +80,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _json(exc.status_code, exc.error, exc.message, exc.details)
+        return _json(exc.status_code, exc.error, exc.message, exc.details, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -99,7 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 "database_unavailable",
                 "the database is not reachable right now; nothing was stored, retry shortly",
                 [],
-                headers={"Retry-After": "2"},
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         log.exception("unhandled error", path=request.url.path)
         return _json(500, "internal_error", "unexpected error; it has been logged", [])

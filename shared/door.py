@@ -58,10 +58,13 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-async def send_json(send: Any, status: int, payload: Any, *, close: bool = False) -> None:
+async def send_json(
+    send: Any, status: int, payload: Any, *, close: bool = False, extra_headers: dict[str, str] | None = None
+) -> None:
     """Answer an ASGI request with a JSON body, straight from a raw ASGI app."""
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (extra_headers or {}).items()]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

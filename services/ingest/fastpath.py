@@ -45,31 +45,37 @@ class WebhookFastPath:
             return
         provider, source_id = parts[2], parts[3]
         started = time.perf_counter()
-        status, answer = await self._handle(provider, source_id, scope, receive)
-        await send_json(send, status, answer)
+        status, answer, headers = await self._handle(provider, source_id, scope, receive)
+        await send_json(send, status, answer, extra_headers=headers)
         HTTP_LATENCY.labels("ingest", "POST", ROUTES[provider]).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels("ingest", "POST", ROUTES[provider], str(status)).inc()
 
     async def _handle(
         self, provider: str, source_id: str, scope: dict[str, Any], receive: Any
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any], dict[str, str] | None]:
         headers = _Headers((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"])
         try:
             chunks = bytearray()
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    return 400, {"error": "disconnected", "message": "the client went away", "details": []}
+                    return (
+                        400,
+                        {"error": "disconnected", "message": "the client went away", "details": []},
+                        None,
+                    )
                 chunks += message.get("body", b"")
                 if not message.get("more_body"):
                     break
-            return 200, await self.process(provider, source_id, bytes(chunks), headers)
+            return 200, await self.process(provider, source_id, bytes(chunks), headers), None
         except ApiError as exc:
-            return exc.status_code, {"error": exc.error, "message": exc.message, "details": exc.details}
+            body = {"error": exc.error, "message": exc.message, "details": exc.details}
+            return exc.status_code, body, exc.headers
         except Exception:
             log.exception("webhook failed", provider=provider)
-            return 500, {
+            body = {
                 "error": "internal_error",
                 "message": "unexpected error; the webhook was not stored",
                 "details": [],
             }
+            return 500, body, None

@@ -142,6 +142,7 @@ async def test_a_sender_that_cannot_answer_is_503_and_nothing_is_created(
         "/v1/webhook-sources", json=source_body(ingest.channel_id), headers=ingest.auth
     )
     assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "2", "a 503 says when to retry"
     message = refused.json()["message"]
     assert "sender could not be reached" in message and "retry" in message
     assert (await ingest.client.get("/v1/webhook-sources", headers=ingest.auth)).json()["items"] == []

@@ -246,6 +246,7 @@ async def test_a_pipeline_that_cannot_answer_is_503_and_nothing_is_published(
 ):
     refused = await ingest_without_pipeline.post(GOOD)
     assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "2", "a 503 says when to retry"
     message = refused.json()["message"]
     assert "pipeline could not be reached" in message and "nothing was stored" in message
     # Herald's own types do not need the pipeline
