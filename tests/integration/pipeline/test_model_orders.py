@@ -81,7 +81,11 @@ class Pipe:
         )
         event = new_event(data, tenant_id=self.tenant_id, source="/herald/ingest")
         await self.exchange.publish(
-            aio_pika.Message(event.model_dump_json().encode(), content_type="application/json"),
+            aio_pika.Message(
+                event.model_dump_json().encode(),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
             routing_key=event.type,
         )
 
