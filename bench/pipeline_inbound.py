@@ -148,11 +148,28 @@ async def stages(
         )
         out["→ question committed (the pipeline)"] = []
         out["→ question confirmed by the broker"] = []
+        question_confirmed: dict[str, datetime] = {}
         for corr, created, published in rows:
             inbound = confirmed.get((corr or "").removeprefix("conversation:"))
             if inbound is not None and published is not None:
                 out["→ question committed (the pipeline)"].append((created - inbound).total_seconds())
                 out["→ question confirmed by the broker"].append((published - created).total_seconds())
+                question_confirmed[corr.removeprefix("conversation:")] = published
+        # the sender's share: the request stored (its row's created_at), then at the sandbox
+        rows = await db.fetch(
+            "SELECT m.correlation_id, m.created_at, s.received_at FROM sender.messages m"
+            " JOIN sender.sandbox_messages s ON s.message_id = m.id"
+            " WHERE m.correlation_id LIKE 'conversation:%'"
+        )
+        out["→ stored by the sender"] = []
+        out["→ at the provider (the sender's claim and send)"] = []
+        for corr, created, received in rows:
+            confirmed_at = question_confirmed.get(corr.removeprefix("conversation:"))
+            if confirmed_at is not None:
+                out["→ stored by the sender"].append((created - confirmed_at).total_seconds())
+                out["→ at the provider (the sender's claim and send)"].append(
+                    (received - created).total_seconds()
+                )
     return out
 
 
@@ -266,7 +283,12 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
                 expected[str(mid)] = sent
                 order_wamids[wamid] = sent
 
-            await asyncio.gather(*(order(u) for u in batch))
+            if args.order_gap is None:
+                await asyncio.gather(*(order(u) for u in batch))
+            else:  # one at a time, a gap between them: the latency of one order, not of a burst
+                for u in batch:
+                    await order(u)
+                    await asyncio.sleep(args.order_gap)
             # the sender paces one recipient to about one message every 6 s: the next round
             # starts once this round's questions are at the provider
             await until_rows(
@@ -322,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="INGEST_RELAY_COALESCE_SECONDS for this run (ingest's default: 0.25 s)",
+    )
+    parser.add_argument(
+        "--order-gap",
+        type=float,
+        default=None,
+        help="post the orders one at a time, this many seconds apart (default: each round at once)",
     )
     parser.add_argument(
         "--in-process", type=int, default=200, help="notes and orders through the handler alone"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -265,23 +266,37 @@ KEPT_HEADERS = frozenset(
 
 
 class CoalescingWaker:
-    """Wakes the outbox relay at most once per ``delay`` seconds. Woken after every commit, the
-    relay would publish batches of one row, each pass a transaction of its own; a few
-    milliseconds of delay let it take the webhooks of that moment in one batch."""
+    """Wakes the outbox relay at most once per ``delay`` seconds, on the leading edge. Woken after
+    every commit, the relay would publish batches of one row, each pass a transaction of its own.
+    So the first commit after a quiet ``delay`` wakes it at once (a lone webhook is not made to
+    wait), and commits that follow within ``delay`` of that wake-up are taken together by one more
+    wake-up at the end of the window."""
 
-    def __init__(self, wake: Callable[[], None], delay: float) -> None:
+    def __init__(
+        self, wake: Callable[[], None], delay: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._wake = wake
         self._delay = delay
+        self._clock = clock
         self._pending = False
+        self._last = -math.inf
 
     def __call__(self) -> None:
         if self._pending:
             return
+        since = self._clock() - self._last
+        if since >= self._delay:
+            self._fire()
+            return
         self._pending = True
-        asyncio.get_running_loop().call_later(self._delay, self._fire)
+        asyncio.get_running_loop().call_later(self._delay - since, self._fire_pending)
+
+    def _fire_pending(self) -> None:
+        self._pending = False
+        self._fire()
 
     def _fire(self) -> None:
-        self._pending = False
+        self._last = self._clock()
         self._wake()
 
 
