@@ -45,7 +45,9 @@ class Job:
     origin: str
     pair_interval: float
     recipient_hash: str
+    rate: float = 0.0  # the channel's paced rate (slots 1/rate apart); 0: not paced
     note: str | None = None
+    answered_at: datetime | None = None  # when the provider answered the send
     result: SendResult | None = None
     error: ProviderError | None = None
 
@@ -90,10 +92,12 @@ async def claim_channel(sender: Sender, uow: UnitOfWork, ch: Row[Any], now: date
         BREAKER.labels(label).set(3)
         log.warning("channel paused: unreadable credentials", channel_id=label)
         return []
+    # paced a little under the provider's limit: see SenderSettings.pacing_margin
+    rate = ch.throughput_per_second * (1 - s.pacing_margin)
     quota = domain.claim_quota(
         consecutive_failures=ch.consecutive_failures,
         breaker_threshold=s.breaker_threshold,
-        rate=ch.throughput_per_second,
+        rate=rate,
         next_slot=ch.next_slot,
         now=now,
         horizon=s.claim_horizon_seconds,
@@ -128,7 +132,7 @@ async def claim_channel(sender: Sender, uow: UnitOfWork, ch: Row[Any], now: date
             conn, ch.tenant_id, ch.portfolio, now - domain.TIER_PERIOD, hashes
         )
     limits = domain.ChannelLimits(
-        rate=ch.throughput_per_second,
+        rate=rate,
         next_slot=ch.next_slot,
         pair_interval=ch.pair_interval_seconds,
         tier=ch.tier,
@@ -202,6 +206,7 @@ async def claim_channel(sender: Sender, uow: UnitOfWork, ch: Row[Any], now: date
                 origin=r.origin,
                 pair_interval=ch.pair_interval_seconds,
                 recipient_hash=r.recipient_hash,
+                rate=rate,
                 note=a.note,
             )
         )

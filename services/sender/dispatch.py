@@ -44,6 +44,9 @@ from shared.notify import Wakeup
 log = get_logger(__name__)
 #: a provider's throughput limit is counted over one second (Meta: 130429)
 THROTTLE_WINDOW = timedelta(seconds=1)
+#: a job late for this many fresh slots in a row goes out late: an overloaded process must not
+#: starve its own messages (the late waits show in herald_sender_limit_waits_total{limit="late"})
+MAX_FRESH_SLOTS = 5
 
 
 class Dispatcher:
@@ -132,33 +135,29 @@ class Dispatcher:
 
     async def _send(self, job: Job) -> None:
         try:
-            delay = job.slot - time.time()
-            if delay > 0:
-                RATE_WAITS.labels(str(job.channel.id), "throughput").inc()
-                self._waiting[job.id] = asyncio.current_task()  # type: ignore[assignment]
-                try:
-                    await asyncio.sleep(delay)
-                except asyncio.CancelledError:
-                    if not self.runtime.stopping.is_set():
-                        raise
-                    # drain() cancelled the wait: the provider was not called, hand the job back
-                    self._released.append(job)
-                    return
-                finally:
-                    self._waiting.pop(job.id, None)
-            REQUEST_TO_PROVIDER.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
+            provider = None
+            note = None
             try:
                 provider = self.sender.provider(job.provider)
+                # before the wait for the slot: a catalogue read must not make the call late
+                note = await self._localize(job)
             except ImportError:
                 job.error = ProviderError(
                     f"the {job.provider} adapter is not installed in this sender",
                     failure=Failure.PERMANENT,
                     code="adapter_missing",
                 )
-            else:
+            except ProviderError as exc:
+                job.error = exc
+            if job.error is None:
+                if not await self._wait_for_slot(job):
+                    self._released.append(job)  # the drain handed it back: no provider call
+                    return
+                REQUEST_TO_PROVIDER.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
                 try:
-                    note = await self._localize(job)
+                    assert provider is not None
                     job.result = templates.noted(await provider.send(job.channel, job.outbound), note)
+                    job.answered_at = utcnow()
                 except ProviderError as exc:
                     job.error = exc
                 except Exception as exc:  # an adapter bug must not lose the message
@@ -179,6 +178,45 @@ class Dispatcher:
             self._capacity.set()
             if job.result is None and job.error is None:  # released or cancelled: no result to record
                 self._in_flight_ids.discard(job.id)
+
+    async def _wait_for_slot(self, job: Job) -> bool:
+        """Wait until the job's slot; False if the drain took it back meanwhile.
+
+        The provider counts the requests that reach it within any one second, so what must keep
+        the rate is when a call starts, not when its slot was: a call that starts late (a busy
+        event loop, a slow claim) beside successors that start on time puts more than the rate
+        into one second. So a job that would start more than ``pacing_late_seconds`` after its
+        slot takes a fresh slot of the channel (after every slot already reserved, by any
+        process) instead. Slots are 1/rate apart at a rate ``pacing_margin`` under the limit,
+        which leaves room for that lateness and for the network's jitter."""
+        late_ok = self.settings.pacing_late_seconds
+        for fresh in range(MAX_FRESH_SLOTS + 1):
+            delay = job.slot - time.time()
+            if delay > 0:
+                if fresh == 0:
+                    RATE_WAITS.labels(str(job.channel.id), "throughput").inc()
+                if self.runtime.stopping.is_set():
+                    return False
+                self._waiting[job.id] = asyncio.current_task()  # type: ignore[assignment]
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    if not self.runtime.stopping.is_set():
+                        raise
+                    return False  # drain() cancelled the wait
+                finally:
+                    self._waiting.pop(job.id, None)
+            if job.rate <= 0 or time.time() - job.slot <= late_ok or fresh == MAX_FRESH_SLOTS:
+                return True
+            RATE_WAITS.labels(str(job.channel.id), "late").inc()
+            try:
+                async with self.runtime.engine.begin() as conn:
+                    at = await repo.take_slot(conn, job.channel.id, utcnow(), 1 / job.rate)
+            except Exception as exc:  # the database is away: send now rather than hold the claim
+                log.warning("could not take a fresh slot; sending late", error=repr(exc)[:200])
+                return True
+            job.slot = at.timestamp()
+        return True
 
     async def _localize(self, job: Job) -> str | None:
         """A channel without Meta templates gets a catalogue template rendered as text; the
@@ -305,6 +343,16 @@ class Dispatcher:
                     for j in sent
                 ],
             )
+            # the pair interval as the provider sees it: from the answer to the previous message
+            # (its arrival was before that), not from its slot
+            pairs: dict[uuid.UUID, dict[str, datetime]] = {}
+            for j in sent:
+                if j.pair_interval > 0 and j.answered_at is not None:
+                    pairs.setdefault(j.channel.id, {})[j.recipient_hash] = j.answered_at + timedelta(
+                        seconds=j.pair_interval
+                    )
+            for channel_id, next_at in sorted(pairs.items()):
+                await repo.push_pair_next(uow.conn, channel_id, next_at)
             for channel_id in sorted({j.channel.id for j in sent}):
                 if await repo.close_breaker(uow.conn, channel_id):
                     log.info("channel breaker closed", channel_id=str(channel_id))

@@ -21,7 +21,7 @@ REQUEST_TO_PROVIDER = Histogram(
 )
 RATE_WAITS = Counter(
     "herald_sender_limit_waits_total",
-    "Messages delayed by a limit or check, by which (pair, tier, quiet_hours, throughput)",
+    "Messages delayed by a limit or check, by which (pair, tier, quiet_hours, throughput; late: a send that would have started late took a fresh slot)",
     ["channel", "limit"],
 )
 CHECK_FAILURES = Counter(

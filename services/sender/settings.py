@@ -36,6 +36,22 @@ class SenderSettings(HeraldSettings):
         description="Minimum time between two claim passes of one process: arrivals are claimed in "
         "batches instead of one transaction per message (adds at most this much latency).",
     )
+    pacing_margin: float = Field(
+        default=0.015,
+        ge=0,
+        lt=0.5,
+        description="Channels are paced at their throughput x (1 - margin): the room that lets a send "
+        "start up to pacing_late_seconds after its slot (and reach the provider a few ms later) "
+        "without any one-second window at the provider holding more than the throughput.",
+    )
+    pacing_late_seconds: float = Field(
+        default=0.008,
+        gt=0,
+        le=1,
+        description="A send that would start more than this after its slot (a busy event loop) takes "
+        "a fresh slot instead of going out late beside its on-time successors. Keep "
+        "(1 + late + provider jitter) x (1 - margin) < 1.",
+    )
     claim_batch: int = Field(default=500, ge=1, le=5000, description="Messages claimed per channel per tick.")
     max_in_flight: int = Field(default=2000, ge=1, description="Provider calls in flight per process.")
     breaker_threshold: int = Field(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -97,6 +97,20 @@ async def push_next_slot(conn: AsyncConnection, channel_id: uuid.UUID, at: datet
         .where(channels.c.id == channel_id)
         .values(next_slot=sa.func.greatest(sa.func.coalesce(channels.c.next_slot, at), at))
     )
+
+
+async def take_slot(conn: AsyncConnection, channel_id: uuid.UUID, now: datetime, step: float) -> datetime:
+    """Reserve the channel's next free slot (at or after ``now``) for one message; returns it."""
+    start = sa.func.greatest(sa.func.coalesce(channels.c.next_slot, now), now)
+    following = (
+        await conn.execute(
+            sa.update(channels)
+            .where(channels.c.id == channel_id)
+            .values(next_slot=start + timedelta(seconds=step))
+            .returning(channels.c.next_slot)
+        )
+    ).scalar_one()
+    return following - timedelta(seconds=step)
 
 
 async def unset_other_defaults(conn: AsyncConnection, tenant_id: uuid.UUID, keep: uuid.UUID) -> None:

@@ -245,6 +245,19 @@ async def upsert_pair_next(
         )
 
 
+async def push_pair_next(conn: AsyncConnection, channel_id: uuid.UUID, next_at: dict[str, datetime]) -> None:
+    """No message to these recipients before ``next_at`` (a later time already set stays)."""
+    if next_at:
+        stmt = pg.insert(pair_pacing)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[pair_pacing.c.channel_id, pair_pacing.c.recipient_hash],
+                set_={"next_at": sa.func.greatest(pair_pacing.c.next_at, stmt.excluded.next_at)},
+            ),
+            [{"channel_id": channel_id, "recipient_hash": h, "next_at": t} for h, t in next_at.items()],
+        )
+
+
 async def upsert_tier_recipients(
     conn: AsyncConnection, tenant_id: uuid.UUID, portfolio: str, hashes: list[str], at: datetime
 ) -> None:
