@@ -44,8 +44,11 @@ def _ms(later: sa.ColumnElement[Any], earlier: sa.ColumnElement[Any]) -> sa.Colu
 
 
 def _bucket(ms: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """The log-scale histogram bucket of a duration (≥ 1 ms): floor(ln(ms) · BUCKETS_PER_E)."""
-    return sa.cast(sa.func.floor(sa.func.ln(sa.func.greatest(ms, 1.0)) * BUCKETS_PER_E), sa.Integer)
+    """The log-scale histogram bucket of a duration (≥ 1 ms): floor(ln(ms) · BUCKETS_PER_E); null
+    when the duration is (not sent, not delivered). GREATEST ignores nulls, so ``greatest(null, 1)``
+    would put every message that never went out in the 1 ms bucket and drag the percentiles down."""
+    bucket = sa.cast(sa.func.floor(sa.func.ln(sa.func.greatest(ms, 1.0)) * BUCKETS_PER_E), sa.Integer)
+    return sa.case((ms.is_(None), sa.null()), else_=bucket)
 
 
 async def message_figures(
