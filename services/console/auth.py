@@ -55,5 +55,5 @@ async def sign_in(request: Request) -> Response:
 async def sign_out(p: Page = Depends(page)) -> Response:
     await p.form()
     response = redirect("/sign-in")
-    p.console.sessions.end(response)
+    p.console.sessions.end(response, p.session)
     return response

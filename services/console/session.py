@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -48,6 +49,9 @@ class Sessions:
         self._box = Fernet(base64.urlsafe_b64encode(digest))
         self.max_age = int(settings.session_hours * 3600)
         self.secure = settings.cookie_secure
+        #: sessions signed out before their cookie expires (session id → when the cookie would
+        #: expire): a copy of the cookie kept by someone is refused after sign-out
+        self._ended: dict[str, float] = {}
 
     # --- the session ------------------------------------------------------------------------
 
@@ -66,7 +70,14 @@ class Sessions:
         response.delete_cookie(PRE_CSRF_COOKIE, path="/")
         return session
 
-    def end(self, response: Response) -> None:
+    def end(self, response: Response, session: Session | None = None) -> None:
+        """Sign out: the cookie is deleted, and the session is remembered as ended until its cookie
+        would have expired, so a copy of the cookie no longer signs anyone in (in this process:
+        the console runs one replica; a restart forgets, see the README)."""
+        if session is not None:
+            now = time.time()
+            self._ended = {c: t for c, t in self._ended.items() if t > now}
+            self._ended[session.csrf] = now + self.max_age
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=self.secure)
 
     def read(self, request: Request) -> Session | None:
@@ -78,7 +89,10 @@ class Sessions:
             key = self._box.decrypt(data["k"].encode()).decode()
         except (BadSignature, InvalidToken, KeyError, TypeError, ValueError):
             return None
-        return Session(api_key=key, csrf=str(data["c"]))
+        csrf = str(data["c"])
+        if csrf in self._ended:
+            return None
+        return Session(api_key=key, csrf=csrf)
 
     # --- CSRF -------------------------------------------------------------------------------
 

@@ -213,9 +213,15 @@ def test_one_tenant_never_sees_anothers_data(browser: Any, stack: Stack, key: st
 
 def test_sign_out_ends_the_session(browser: Any, stack: Stack, key: str) -> None:
     page = sign_in(browser, stack, key)
+    kept = [c for c in page.context.cookies() if c["name"] == "herald_console"]
+    assert kept
     page.click("header .signout button")
     page.wait_for_url(f"{stack.url}/sign-in")
     assert "herald_console" not in {c["name"] for c in page.context.cookies()}
+    page.goto(f"{stack.url}/messages")
+    assert page.url == f"{stack.url}/sign-in"
+    # a copy of the cookie taken before signing out no longer signs anyone in
+    page.context.add_cookies(kept)
     page.goto(f"{stack.url}/messages")
     assert page.url == f"{stack.url}/sign-in"
     page.context.close()
