@@ -108,9 +108,9 @@ def test_pair_interval_spaces_one_recipient_without_holding_back_others(system: 
     to_same = [r["at"] for r in received if r["body"]["to"] == same.lstrip("+")]
     others = [r["at"] for r in received if r["body"]["to"] != same.lstrip("+")]
     gaps = [b - a for a, b in pairwise(to_same)]
-    # the slots are a full interval apart; the arrivals jitter with the event loop (the first call
-    # also opens the provider connection), so a gap may come in a little short — never near 0
-    assert len(to_same) == 3 and all(g >= 0.8 * interval for g in gaps), gaps
+    # the interval is counted from the provider's answer to the one before, so as the provider
+    # sees them the arrivals are at least a full interval apart (not 5.983 s of 6 s)
+    assert len(to_same) == 3 and all(g >= interval for g in gaps), gaps
     # the others are not queued behind the pair limit: all of them are at the provider before the
     # second message to the same recipient is allowed out (how soon is a speed, for bench.sender)
     assert max(others) < to_same[1], "other recipients waited behind the pair limit"
