@@ -8,6 +8,7 @@
 - ``herald.unrouted``: alternate exchange of ``herald.events``. An event no queue is bound for yet
   (a fact nobody consumes today) lands in ``herald.unrouted`` instead of being dropped or bounced:
   an operator can see it, and the outbox relay is never stuck on a message the broker returns.
+  Statuses of API-sent messages are the exception: see ``API_STATUS_DISCARD``.
 - ``herald.dlx``: dead-letter exchange. A message a consumer rejects (it cannot be parsed or it
   failed past its delivery limit) is routed there with its queue name as routing key and kept in
   ``<service>.dead-letters``.
@@ -70,6 +71,23 @@ UNROUTED_QUEUE = RabbitQueue(
 
 #: events published with the origin of their message as the routing key's last word
 BY_ORIGIN: frozenset[type[EventData]] = frozenset({MessageStatusChanged})
+
+#: the origin of messages sent through the sender's HTTP API (and the console, which calls it)
+API_ORIGIN = "api"
+
+#: Statuses of the messages sent through the HTTP API: the caller reads them there
+#: (``GET /v1/messages``, the console). Three per message, unbound, they would fill
+#: ``herald.unrouted`` (100,000 in under a minute at load) and hide the events it is there to
+#: show, and cost the broker a quorum-queue write each. So they are bound to this queue, which
+#: keeps none (``x-max-length`` 0: a message routed to it is dropped at once). A system that wants
+#: them on the broker binds its own queue to ``message.status.v1.api`` (or ``message.status.v1.#``)
+#: and gets every one.
+API_STATUS_DISCARD = RabbitQueue(
+    "herald.api-statuses.discard",
+    queue_type=QueueType.CLASSIC,
+    durable=True,
+    arguments={"x-max-length": 0},
+)
 
 
 def origin_word(origin: str | None) -> str:
@@ -190,6 +208,8 @@ async def declare_shared(broker: RabbitBroker, service: str) -> None:
     await broker.declare_exchange(UNROUTED)
     unrouted = await broker.declare_queue(UNROUTED_QUEUE)
     await unrouted.bind(UNROUTED_EXCHANGE_NAME)
+    discard = await broker.declare_queue(API_STATUS_DISCARD)
+    await discard.bind(EVENTS_EXCHANGE_NAME, routing_key=routing_key(MessageStatusChanged, API_ORIGIN))
     await broker.declare_exchange(DLX)
     dlq = await broker.declare_queue(dead_letter_queue(service))
     await dlq.bind(DLX_NAME, routing_key=f"{service}.#")

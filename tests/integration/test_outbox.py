@@ -162,11 +162,59 @@ async def test_an_event_nobody_consumes_is_kept_in_herald_unrouted(engine, broke
             await work.commit()
         relay = OutboxRelay(service="test", engine=engine, outbox=outbox, broker=broker)
         await relay.relay_once()  # must not raise: the alternate exchange takes it
-        # the queue also keeps what earlier tests left unconsumed (the API messages' statuses go
-        # there too): read until this event turns up, however many come before it
+        # the queue also keeps what earlier tests left unconsumed: read until this event turns
+        # up, however many come before it
         loop = asyncio.get_running_loop()
         deadline, found = loop.time() + 30, False
         while not found and loop.time() < deadline:
             batch = await drain(unrouted, 1000, within=1)
             found = any(m.message_id == event.id for m in batch)
         assert found
+
+
+def status_event(origin: str):
+    from datetime import UTC, datetime
+
+    from shared.events import MessageStatusChanged
+
+    return new_event(
+        MessageStatusChanged(message_id=uuid.uuid4(), status="sent", at=datetime.now(UTC), origin=origin),
+        tenant_id=uuid.uuid4(),
+        source="/tests",
+    )
+
+
+async def test_api_statuses_reach_a_consumer_that_binds_them_and_stay_out_of_herald_unrouted(
+    engine, broker, infra
+):
+    from shared.events import MessageStatusChanged
+    from shared.topology import routing_key
+
+    relay = OutboxRelay(service="test", engine=engine, outbox=outbox, broker=broker)
+
+    async def publish(event) -> None:  # one relay pass each: the broker routes them in this order
+        async with uow(engine) as work:
+            work.add_event(event, routing_key=routing_key(MessageStatusChanged, event.data.origin))
+            await work.commit()
+        await relay.relay_once()
+
+    connection = await aio_pika.connect(infra.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        unrouted = await channel.get_queue("herald.unrouted")
+        unread, read, elsewhere = status_event("api"), status_event("api"), status_event("shop-system")
+        await publish(unread)  # nobody outside Herald reads API statuses yet
+        external = await channel.declare_queue(exclusive=True)  # now a system does
+        await external.bind(await channel.get_exchange("herald.events"), routing_key="message.status.v1.api")
+        await publish(read)
+        await publish(elsewhere)
+        got = await drain(external, 1, within=10)
+        assert [m.message_id for m in got] == [read.id]
+        # a status of another origin nobody binds is still kept in herald.unrouted; read until it
+        # turns up: the API ones, routed before it, never went there
+        loop = asyncio.get_running_loop()
+        deadline, seen = loop.time() + 30, set()
+        while elsewhere.id not in seen and loop.time() < deadline:
+            seen |= {m.message_id for m in await drain(unrouted, 1000, within=1)}
+        assert elsewhere.id in seen
+        assert unread.id not in seen and read.id not in seen
