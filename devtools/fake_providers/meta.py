@@ -9,6 +9,10 @@ Control endpoints (not Meta's), for tests and the benchmark:
 - ``POST /_fake/errors`` ``{"code": 131026, "count": 1, "to": "5511…"?, "http_status": 400?}``:
   the next ``count`` sends (to ``to`` only, if given) fail with that code;
 - ``POST /_fake/latency`` ``{"seconds": 0.05}``; ``POST /_fake/reset``;
+- ``POST /_fake/chaos`` ``{"error_rate": 0.3, "timeout_rate": 0.05, "timeout_seconds": 5}``: a
+  share of sends answer 500 (131000) or 429 (#4), half each, and a share is accepted (recorded)
+  but answered only after ``timeout_seconds`` (a client with a shorter timeout has lost the answer);
+  ``{}`` turns it off (the fault suite's unreliable provider);
 - ``GET /_fake/messages`` (everything received) and ``GET /_fake/stats`` (count, first/last time).
 
 Message templates of a WABA (``POST|GET|DELETE /{version}/{waba_id}/message_templates``, edit
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import re
 import time
 import uuid
@@ -151,6 +156,11 @@ class FakeMetaState:
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     review_seconds: float = 0.2
     reject_when: str | None = None
+    #: random failures (``/_fake/chaos``): shares of sends refused with 5xx/429, or answered late
+    error_rate: float = 0.0
+    timeout_rate: float = 0.0
+    timeout_seconds: float = 5.0
+    chaos: random.Random = field(default_factory=lambda: random.Random(14))
 
     def reviewed(self, t: dict[str, Any]) -> dict[str, Any]:
         """The template with its review finished if its time has come."""
@@ -266,6 +276,12 @@ def build_app(state: FakeMetaState) -> web.Application:
                 return web.json_response(
                     error_body(injected.code, message, details), status=injected.http_status or status
                 )
+        roll = state.chaos.random()
+        if roll < state.error_rate:
+            code = 131000 if roll < state.error_rate / 2 else 4
+            status, message, details = ERRORS[code]
+            return web.json_response(error_body(code, message, details), status=status)
+        late = roll < state.error_rate + state.timeout_rate
         wamid = "wamid." + uuid.uuid4().hex
         state.received.append(
             {
@@ -278,6 +294,8 @@ def build_app(state: FakeMetaState) -> web.Application:
         )
         if state.answer_delay:
             await asyncio.sleep(state.answer_delay)
+        if late:
+            await asyncio.sleep(state.timeout_seconds)
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
@@ -302,6 +320,13 @@ def build_app(state: FakeMetaState) -> web.Application:
         state.latency = float((await request.json())["seconds"])
         return web.json_response({"ok": True})
 
+    async def chaos(request: web.Request) -> web.Response:
+        data = await request.json()
+        state.error_rate = float(data.get("error_rate", 0.0))
+        state.timeout_rate = float(data.get("timeout_rate", 0.0))
+        state.timeout_seconds = float(data.get("timeout_seconds", state.timeout_seconds))
+        return web.json_response({"ok": True})
+
     async def reset(_: web.Request) -> web.Response:
         state.received.clear()
         state.errors.clear()
@@ -309,6 +334,7 @@ def build_app(state: FakeMetaState) -> web.Application:
         state.attempts = 0
         state.templates.clear()
         state.reject_when = None
+        state.error_rate = state.timeout_rate = 0.0
         return web.json_response({"ok": True})
 
     async def messages(_: web.Request) -> web.Response:
@@ -446,6 +472,7 @@ def build_app(state: FakeMetaState) -> web.Application:
         return web.json_response({"ok": True})
 
     app = web.Application()
+    app.router.add_post("/_fake/chaos", chaos)
     app.router.add_post("/{version}/{waba_id}/message_templates", create_template)
     app.router.add_get("/{version}/{waba_id}/message_templates", list_templates)
     app.router.add_delete("/{version}/{waba_id}/message_templates", delete_template)
