@@ -280,11 +280,19 @@ async def upsert_tier_recipients(
 
 
 async def renew_leases(conn: AsyncConnection, ids: list[uuid.UUID], now: datetime) -> None:
-    await conn.execute(
-        sa.update(messages)
+    """Move the lease of those of ``ids`` still ``sending`` to ``now``. A row another transaction
+    holds locked right now (its result being recorded, a claim, a sweep) is skipped, not waited
+    for: waiting on rows locked in another order made PostgreSQL abort the renewal as a deadlock,
+    and two failed rounds let the lease run out under a live call, which a sweeper then sent a
+    second time. A skipped row is renewed next round, if it is still ``sending`` then."""
+    free = (
+        sa.select(messages.c.id)
         .where(messages.c.id.in_(ids), messages.c.status == "sending")
-        .values(sending_started_at=now)
+        .order_by(messages.c.id)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
+    await conn.execute(sa.update(messages).where(messages.c.id.in_(free)).values(sending_started_at=now))
 
 
 async def still_sending(conn: AsyncConnection, ids: list[uuid.UUID]) -> list[Row[Any]]:
