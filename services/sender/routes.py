@@ -88,6 +88,8 @@ def routers(sender: Sender) -> list[APIRouter]:
             attempts=row.attempts,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            sent_at=row.sent_at,
+            delivered_at=row.delivered_at,
             waiting=Waiting(reason=waits[0], until=waits[1]) if waits else None,
             sent_content=sent_content(row),
             history=[HistoryEntry(status=h.status, at=h.at, reason=h.reason) for h in history]

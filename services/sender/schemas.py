@@ -120,6 +120,13 @@ class MessageView(BaseModel):
     attempts: int
     created_at: datetime
     updated_at: datetime
+    sent_at: datetime | None = Field(
+        default=None, description="When Herald recorded the message as sent; the start of its delivery time"
+    )
+    delivered_at: datetime | None = Field(
+        default=None,
+        description="When Herald recorded the delivery; delivered_at − sent_at is the delivery time",
+    )
     waiting: Waiting | None = Field(
         default=None, description="Why a queued message is not going out now, and until when; null otherwise"
     )

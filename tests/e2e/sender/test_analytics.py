@@ -122,16 +122,22 @@ def test_figures_match_the_messages_statuses_in_every_grouping(system: SenderSys
     totals = analytics("day")["totals"]
 
     # the percentiles are of the messages that went out (and were delivered), read off histograms
-    # of ±2.5 %: each lies within the real times from the histories, not pulled down by the
-    # messages that never went out or were never delivered
-    def at(v: dict, status: str) -> datetime | None:
-        return next((datetime.fromisoformat(h["at"]) for h in v["history"] if h["status"] == status), None)
+    # of ±2.5 %: each lies within the real times each message shows (created → sent → delivered,
+    # as Herald recorded them), not pulled down by the messages that never went out or were never
+    # delivered
+    def ms(later: str | None, earlier: str | None) -> float | None:
+        if later is None or earlier is None:
+            return None
+        return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds() * 1000
 
-    def ms(later: datetime | None, earlier: datetime | None) -> float | None:
-        return None if later is None or earlier is None else (later - earlier).total_seconds() * 1000
-
-    queue = [q for v in views if (q := ms(at(v, "sent"), datetime.fromisoformat(v["created_at"])))]
-    delivery = [d for v in views if (d := ms(at(v, "delivered"), at(v, "sent")))]
+    queue = [q for v in views if (q := ms(v["sent_at"], v["created_at"])) is not None]
+    delivery = [d for v in views if (d := ms(v["delivered_at"], v["sent_at"])) is not None]
+    # and a message has the times its history says it should
+    for v in views:
+        first = {h["status"]: h["at"] for h in reversed(v["history"])}
+        if v["delivered_at"] is not None:
+            assert "delivered" in first and v["sent_at"] is not None
+        assert (v["sent_at"] is None) == (not {"sent", "delivered", "read"} & first.keys()), v
     assert len(delivery) == 12
     for name, real in (("queue_time_ms", queue), ("delivery_time_ms", delivery)):
         for p in ("p50", "p95"):
