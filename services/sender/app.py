@@ -50,7 +50,7 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
     runtime.add_loop("dispatcher", dispatcher.run)
     runtime.add_loop("result-recorder", dispatcher.flush_forever)
     runtime.add_loop("lease-renewer", dispatcher.renew_leases_forever)
-    runtime.add_loop("orphan-sweeper", lambda: reconcile.sweep_orphans_forever(sender))
+    runtime.add_loop("orphan-sweeper", lambda: reconcile.sweep_orphans_forever(sender, dispatcher.live))
     runtime.add_loop("session-poll", lambda: sessions.poll_forever(sender))
     runtime.add_loop("template-sync", lambda: templates.sync_forever(sender))
 

@@ -29,6 +29,7 @@ from services.sender.metrics import (
     AMBIGUOUS,
     BREAKER,
     DEAD_LETTERS,
+    LEASE_RENEWAL_SECONDS,
     RATE_WAITS,
     REQUEST_TO_PROVIDER,
     SENT,
@@ -291,6 +292,7 @@ class Dispatcher:
         drain, until the runtime cancels it."""
         interval = max(0.1, self.sender.lease.total_seconds() / 3)
         while True:
+            due = time.monotonic() + interval
             await asyncio.sleep(interval)
             ids = list(self._in_flight_ids)
             if not ids:
@@ -300,6 +302,15 @@ class Dispatcher:
                     await repo.renew_leases(conn, ids, utcnow())
             except Exception as exc:  # the database is away: the next round tries again
                 log.warning("lease renewal failed", error=repr(exc)[:200], in_flight=len(ids))
+            late = time.monotonic() - due
+            LEASE_RENEWAL_SECONDS.observe(max(0.0, late))
+            if late > interval:
+                log.warning("lease renewal late", seconds_late=round(late, 3), in_flight=len(ids))
+
+    @property
+    def live(self) -> set[uuid.UUID]:
+        """The messages this process has claimed and not yet recorded (the sweeper's exclusion)."""
+        return self._in_flight_ids
 
     async def release(self, jobs: Sequence[Job]) -> None:
         """Hand claimed jobs that never reached the provider back to the queue."""

@@ -14,6 +14,17 @@ RECONCILED = Counter(
     "Messages found in 'sending' after their sender died, by what reconciliation found",
     ["outcome"],
 )
+LEASE_LATE = Counter(
+    "herald_sender_lease_late_total",
+    "Messages whose lease ran out while this process still had them in a call (renewal was late); "
+    "renewed by the sweeper instead of being reconciled and sent again",
+)
+LEASE_RENEWAL_SECONDS = Histogram(
+    "herald_sender_lease_renewal_seconds",
+    "How long after its due time a lease renewal round finished (waiting for the event loop, a "
+    "database connection and the update)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
 REQUEST_TO_PROVIDER = Histogram(
     "herald_sender_request_to_provider_seconds",
     "Time from request to provider call",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Row
 from services.sender import repository as repo
 from services.sender import status
 from services.sender.context import CONTENT, Sender
-from services.sender.metrics import RECONCILED
+from services.sender.metrics import LEASE_LATE, RECONCILED
 from services.sender.providers.base import LookupUnsupported, Outbound
 from shared.events import utcnow
 from shared.logging import get_logger
@@ -31,10 +32,20 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 
-async def _take_over(sender: Sender, now: datetime) -> list[tuple[Row[Any], Row[Any] | None]]:
-    """The orphans (lease expired) with their channels; their lease now runs from ``now``."""
+async def _take_over(
+    sender: Sender, now: datetime, live: Collection[uuid.UUID] = ()
+) -> list[tuple[Row[Any], Row[Any] | None]]:
+    """The orphans (lease expired) with their channels; their lease now runs from ``now``.
+    A message of ``live`` (claimed by this very process and not yet recorded) is no orphan,
+    however late its lease: its lease is renewed and it is left to its call."""
     async with sender.runtime.engine.begin() as conn:
         rows = await repo.orphaned_sending(conn, now - sender.lease, 100)
+        alive = [r.id for r in rows if r.id in live]
+        if alive:
+            await repo.renew_leases(conn, alive, now)
+            LEASE_LATE.inc(len(alive))
+            log.warning("lease ran out under a live call: renewed, not reconciled", count=len(alive))
+            rows = [r for r in rows if r.id not in live]
         if not rows:
             return []
         await repo.renew_leases(conn, [r.id for r in rows], now)
@@ -60,10 +71,10 @@ async def _lookup(sender: Sender, row: Row[Any], ch: Row[Any] | None) -> tuple[s
     return found, "already_sent" if found is not None else "resent"
 
 
-async def reconcile_orphans(sender: Sender) -> int:
-    """One sweep; returns how many orphans it reconciled."""
+async def reconcile_orphans(sender: Sender, live: Collection[uuid.UUID] = ()) -> int:
+    """One sweep; returns how many orphans it reconciled (``live``: this process's own claims)."""
     taken_at = utcnow()
-    orphans = await _take_over(sender, taken_at)
+    orphans = await _take_over(sender, taken_at, live)
     if not orphans:
         return 0
     found: dict[uuid.UUID, tuple[str | None, str]] = {}
@@ -111,11 +122,11 @@ async def reconcile_orphans(sender: Sender) -> int:
     return count
 
 
-async def sweep_orphans_forever(sender: Sender) -> None:
+async def sweep_orphans_forever(sender: Sender, live: Collection[uuid.UUID] = ()) -> None:
     interval = max(0.5, sender.lease.total_seconds() / 2)
     while not sender.runtime.stopping.is_set():
         try:
-            await reconcile_orphans(sender)
+            await reconcile_orphans(sender, live)
         except Exception as exc:
             log.warning("orphan sweep failed", error=repr(exc)[:200])
         await asyncio.sleep(interval)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 
 from services.sender.models import messages
+from services.sender.reconcile import _take_over
 from services.sender.repository.claim import renew_leases
 from shared.db import create_engine
 from tests.conftest import Infra
@@ -77,3 +79,30 @@ async def test_renewal_skips_a_row_held_by_another_transaction_and_renews_the_re
             await conn.execute(sa.select(messages.c.sending_started_at).where(messages.c.id == held["id"]))
         ).scalar_one()
     assert value == later
+
+
+async def test_the_sweeper_never_takes_over_a_message_its_own_process_still_has_in_a_call(engine):
+    """Under load a renewal round can come late (the event loop, a pool connection): a message
+    this process still has at the provider is then past its lease, but is no orphan. The sweeper
+    renews it instead of queueing it again (which sent it twice in a 10,000-recipient campaign)."""
+    ancient = datetime(2001, 1, 1, tzinfo=UTC)
+    mine, orphan = row(ancient), row(ancient + timedelta(seconds=1))
+    async with engine.begin() as conn:
+        await conn.execute(sa.insert(messages), [mine, orphan])
+    sender = SimpleNamespace(runtime=SimpleNamespace(engine=engine), lease=timedelta(seconds=30))
+    now = datetime.now(UTC)
+    taken = await _take_over(sender, now, live={mine["id"]})
+    ids = {r.id for r, _ in taken}
+    assert orphan["id"] in ids and mine["id"] not in ids
+    async with engine.connect() as conn:
+        got = dict(
+            (
+                await conn.execute(
+                    sa.select(messages.c.id, messages.c.sending_started_at).where(
+                        messages.c.id.in_([mine["id"], orphan["id"]])
+                    )
+                )
+            ).all()
+        )
+    assert got[mine["id"]] == now  # renewed: its call goes on under a fresh lease
+    assert got[orphan["id"]] == now  # taken over by this sweep
