@@ -15,7 +15,7 @@ from services.console.web import Page, page, redirect
 
 router = APIRouter(include_in_schema=False)
 
-STATUSES = ["queued", "sending", "sent", "delivered", "read", "failed"]
+STATUSES = ["queued", "held", "sending", "sent", "delivered", "read", "failed"]
 #: a message in one of these will not change any more (the page stops polling)
 SETTLED = {"delivered", "read", "failed"}
 

@@ -113,6 +113,37 @@ def _row(
     }
 
 
+def campaign_row(
+    sender: Sender,
+    tenant_id: uuid.UUID,
+    req: MessageRequested,
+    channel_id: uuid.UUID,
+    now: datetime,
+    *,
+    campaign_id: uuid.UUID,
+    not_before: datetime | None,
+) -> dict[str, Any]:
+    """A campaign recipient's message: the row any accepted message has, with its campaign and,
+    for a campaign sent later, ``not_before`` = its send time."""
+    row = _row(sender, tenant_id, req, channel_id, None, now)
+    row["campaign_id"] = campaign_id
+    if not_before is not None and not_before > now:
+        row["not_before"] = not_before
+    return row
+
+
+async def store_rows(uow: UnitOfWork, rows: list[dict[str, Any]], now: datetime) -> set[uuid.UUID]:
+    """The bulk store of accepted messages, in the caller's unit of work: one multi-row insert
+    for the messages, their history and status events (``status.record``), one wake-up. The ids
+    actually inserted (an existing id or idempotency key is skipped)."""
+    inserted = await repo.insert_messages(uow.conn, rows)
+    fresh = [row for row in rows if row["id"] in inserted]
+    if fresh:
+        await status.record(uow, [status.Change(row, "queued", None, at=now) for row in fresh], inserted=True)
+        await repo.notify_due(uow.conn)
+    return inserted
+
+
 async def _accept_at_once(
     sender: Sender, tenant_id: uuid.UUID, req: MessageRequested, *, channel_checked: bool
 ) -> bool:
@@ -201,42 +232,8 @@ async def request_messages(
             default: uuid.UUID | None = None
             if any(r.channel_id is None for r in reqs):
                 default = await default_channel_id(sender, uow.conn, tenant_id)
-            rows = []
-            for req in reqs:
-                content = req.resolved_content
-                rows.append(
-                    {
-                        "id": req.message_id,
-                        "tenant_id": tenant_id,
-                        "idempotency_key": req.idempotency_key,
-                        "request_hash": _fingerprint(req),
-                        "recipient_enc": sender.runtime.secrets.encrypt(req.to),
-                        "recipient_hash": sender.hash_phone(req.to),
-                        "text": content.body if content.kind == "text" else None,
-                        "content": content.model_dump(mode="json"),
-                        "fallback_template": req.fallback_template.model_dump(mode="json")
-                        if req.fallback_template
-                        else None,
-                        "channel_id": req.channel_id or default,
-                        "priority": req.priority,
-                        "origin": req.origin,
-                        "correlation_id": req.correlation_id,
-                        "status": "queued",
-                        "status_reason": None,
-                        "error_code": None,
-                        "provider": None,
-                        "not_before": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-            inserted = await repo.insert_messages(uow.conn, rows)
-            fresh = [row for row in rows if row["id"] in inserted]
-            if fresh:
-                await status.record(
-                    uow, [status.Change(row, "queued", None, at=now) for row in fresh], inserted=True
-                )
-                await repo.notify_due(uow.conn)
+            rows = [_row(sender, tenant_id, req, req.channel_id or default, None, now) for req in reqs]
+            inserted = await store_rows(uow, rows, now)
             items = []
             for req, row in zip(reqs, rows, strict=True):
                 if row["id"] in inserted:

@@ -45,6 +45,8 @@ messages = sa.Table(
     sa.Column("wait_reason", sa.Text, nullable=True),
     sa.Column("wait_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("sent_content", pg.JSONB, nullable=True),  # the fallback template that went out instead
+    # issue 12 §3 (0008): the campaign the message is one recipient of
+    sa.Column("campaign_id", pg.UUID(as_uuid=True), nullable=True),
     sa.Index(
         "ix_messages_due",
         "channel_id",
@@ -54,6 +56,12 @@ messages = sa.Table(
     ),
     sa.Index("ix_messages_not_before", "not_before", postgresql_where=sa.text("status = 'queued'")),
     sa.Index("ix_messages_provider_message_id", "provider_message_id"),
+    sa.Index(
+        "ix_messages_campaign",
+        "campaign_id",
+        "recipient_hash",
+        postgresql_where=sa.text("campaign_id IS NOT NULL"),
+    ),
     sa.Index("ix_messages_dead_letters", "tenant_id", postgresql_where=sa.text("dead_letter")),
     sa.Index(
         "uq_messages_tenant_idempotency_key",
@@ -243,4 +251,46 @@ template_catalogue = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("uq_template_catalogue_name", "tenant_id", "name", "language", unique=True),
+)
+
+#: issue 12 §3: one catalogue template to many recipients; each recipient is a message with
+#: ``campaign_id``. ``state``: active | paused | cancelled (completed is derived from the
+#: messages: active with nothing queued, held or sending). A paused campaign's
+#: queued messages are ``held`` (the claim reads only ``queued``), back to ``queued`` on resume.
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("template_name", sa.Text, nullable=False),
+    sa.Column("template_language", sa.Text, nullable=False),
+    sa.Column("channel_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),
+    sa.Column("send_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("accepted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("refused", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("idempotency_key", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_campaigns_tenant", "tenant_id", sa.text("created_at DESC")),
+    sa.Index(
+        "uq_campaigns_tenant_idempotency_key",
+        "tenant_id",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+    ),
+)
+
+#: a recipients page sent with an Idempotency-Key, and what it answered: a repeat is that answer
+campaign_pages = sa.Table(
+    "campaign_pages",
+    metadata,
+    sa.Column("campaign_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("idempotency_key", sa.Text, primary_key=True),
+    sa.Column("request_hash", sa.Text, nullable=False),
+    sa.Column("result", pg.JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -15,6 +15,7 @@ from services.sender import repository as repo
 from services.sender import templates as catalogue
 from services.sender.accept import IdempotencyConflict, request_message, request_messages
 from services.sender.api_analytics import routers as analytics_routers
+from services.sender.api_campaigns import campaign_router
 from services.sender.api_sessions import session_router
 from services.sender.api_templates import template_routers
 from services.sender.catalogues import opt_in, opt_out
@@ -426,6 +427,7 @@ def routers(sender: Sender) -> list[APIRouter]:
         chan,
         opts,
         *template_routers(sender),
+        campaign_router(sender),
         sandbox,
         session_router(sender),
         *analytics_routers(sender),

@@ -13,7 +13,7 @@ from shared.api import RequestModel
 from shared.events import MessageContent, TemplateContent
 from shared.phone import normalize_e164
 
-MessageStatus = Literal["queued", "sending", "sent", "delivered", "read", "failed"]
+MessageStatus = Literal["queued", "held", "sending", "sent", "delivered", "read", "failed"]
 ProviderName = Literal["meta", "chatwoot", "evolution", "waha", "sandbox"]
 
 

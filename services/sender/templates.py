@@ -339,9 +339,16 @@ async def _mapped(conn: Any, tenant_id: uuid.UUID, content: TemplateContent, whe
             "POST /v1/templates (or sync it), or give body_params",
         )
     try:
-        mapped = td.map_variables(template, content.variables or {})
+        return mapped_content(template, content)
     except TemplateInvalid as exc:
         raise TemplateInvalid(f"{where}.variables", exc.problem) from None
+
+
+def mapped_content(template: Any, content: TemplateContent) -> TemplateContent:
+    """``content`` with its named ``variables`` mapped onto ``template``'s parameters, in the
+    template's order (``TemplateInvalid`` names a missing or unknown one). Pure: the single
+    message and every campaign recipient go through it."""
+    mapped = td.map_variables(template, content.variables or {})
     header = content.header
     if mapped.header_text is not None:
         header = TemplateHeader(type="text", text=mapped.header_text)
