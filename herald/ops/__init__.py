@@ -1,5 +1,5 @@
 """The operator commands of ``herald``: send, messages, dead-letters, schedules, channels,
-templates. They talk to the services' HTTP APIs only (see :mod:`herald.ops.client`); each command
+templates, campaign. They talk to the services' HTTP APIs only (see :mod:`herald.ops.client`); each command
 group is one module with a ``register(sub, common)`` adding its parsers."""
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def group(sub: Any, name: str, help: str) -> Any:
 
 def register(sub: Any) -> None:
     """Add every operator command group to ``herald``'s subcommands."""
-    from herald.ops import channels, dead_letters, messages, schedules, templates
+    from herald.ops import campaigns, channels, dead_letters, messages, schedules, templates
 
     common = common_options()
-    for module in (messages, dead_letters, schedules, channels, templates):
+    for module in (messages, dead_letters, schedules, channels, templates, campaigns):
         module.register(sub, common)

@@ -444,3 +444,88 @@ class _sender_without_catalogue:
     def __exit__(self, *_: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+CAMPAIGN_TEMPLATE = {
+    "name": "cli_doors_open",
+    "language": "en_US",
+    "category": "UTILITY",
+    "body": "Hi {{name}}, doors open at {{time}}.",
+    "variables": ["name", "time"],
+    "examples": {"name": "Ana", "time": "19:00"},
+}
+
+
+def test_campaign_send_of_a_csv_interrupted_then_resumed_sends_every_row_once(
+    herald: Herald, shell: dict[str, str], tmp_path: Path
+) -> None:
+    key = herald.create_tenant(f"cli-campaign-{uuid.uuid4().hex[:6]}")
+    env = {**shell, "HERALD_API_KEY": key}
+    channel = sandbox_channel(herald, key)
+    with herald.client("sender", key) as sender:
+        created = sender.post("/v1/templates", json={**CAMPAIGN_TEMPLATE, "channel_id": channel["id"]})
+        assert created.status_code == 201, created.text
+    n = 3000
+    rows = [f"+55119{55:02d}{i:06d},Person {i},19:00" for i in range(n)]
+    rows.insert(10, "12345,Bad Number,19:00")  # refused: not E.164
+    rows.insert(20, f"+55119{55:02d}{0:06d},Again,19:00")  # refused (row 22): a duplicate of row 2
+    path = tmp_path / "attendees.csv"
+    path.write_text("to,name,time\n" + "\n".join(rows) + "\n")
+    command = [
+        sys.executable, "-m", "herald.cli", "campaign", "send", "--csv", str(path),
+        "--template", "cli_doors_open", "--language", "en_US", "--channel", channel["id"], "--page-size", "100",
+    ]  # fmt: skip
+
+    # a bad file is refused before anything is sent, naming the row and column
+    bad = tmp_path / "bad.csv"
+    bad.write_text("to,name,time\n+5511955000001,Ana,19:00\n+5511955000002,,19:00\n")
+    done = herald_ops(env, *command[3:5], "--csv", str(bad), *command[7:])
+    assert done.returncode == 1, done.stderr
+    assert "row 3, column 'name': empty" in done.stderr and "nothing was sent" in done.stderr
+
+    def accepted() -> int:
+        items = ok_json(env, "campaign", "list")["items"]
+        return items[0]["accepted"] if items else 0
+
+    first = subprocess.Popen(
+        command, cwd=env["HERALD_CWD"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: accepted() >= 300, 60, "the first pages to be accepted", interval=0.05)
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, err
+    assert "run the same command again to resume" in err
+    at_interrupt = accepted()
+    assert 300 <= at_interrupt < n, at_interrupt
+
+    again = subprocess.run(
+        command, cwd=env["HERALD_CWD"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stderr
+    assert "resuming the earlier run of this file" in again.stdout
+    assert f"{n:,} queued, 2 refused" in again.stdout
+    assert "queued by an earlier run" in again.stdout
+    refused = [line for line in again.stdout.splitlines() if "not_e164" in line or "duplicate" in line]
+    assert len(refused) == 2 and refused[0].split()[0] == "12" and refused[1].split()[0] == "22", refused
+
+    cid = ok_json(env, "campaign", "list")["items"][0]["id"]
+    campaign = wait_for(
+        lambda: (c := ok_json(env, "campaign", "show", cid))["state"] == "completed" and c,
+        120,
+        "the campaign to complete",
+    )
+    assert (campaign["accepted"], campaign["refused"], campaign["counts"]["sent"]) == (n, 2, n)
+    with herald.client("sender", key) as sender:
+        got = sender.get("/v1/sandbox/messages", params={"limit": 1000}).json()["items"]
+        assert len(got) == 1000  # the newest thousand: each recipient at most once among them
+        assert len({r["to"] for r in got}) == 1000
+    shown = herald_ops(env, "campaign", "show", cid)
+    assert shown.returncode == 0 and f"sent {n:,}" in shown.stdout, shown.stdout
+    assert herald_ops(env, "campaign", "pause", cid).returncode == 0
+    assert herald_ops(env, "campaign", "cancel", cid).returncode == 0
+    assert herald_ops(env, "campaign", "resume", cid).returncode == 1  # a cancelled campaign stays so
+    assert herald_ops(env, "campaign", "show", str(uuid.uuid4())).returncode == 3
