@@ -100,6 +100,10 @@ class Template(BaseModel):
     buttons: list[dict[str, Any]]
     variables: list[str] = Field(description="In the template's parameter order")
     variable_style: Literal["named", "positional"]
+    parameter_format: Literal["POSITIONAL", "NAMED"] = Field(
+        description="How Meta holds the variables: NAMED templates are sent with each parameter's "
+        "parameter_name (Herald creates named templates NAMED), POSITIONAL ones in order"
+    )
     examples: dict[str, str]
     created_at: datetime
     updated_at: datetime

@@ -238,6 +238,8 @@ template_catalogue = sa.Table(
     sa.Column("buttons", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
     sa.Column("variables", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
     sa.Column("variable_style", sa.Text, nullable=False),
+    #: Meta's parameter_format: POSITIONAL (sent in order) or NAMED (sent with parameter_name)
+    sa.Column("parameter_format", sa.Text, nullable=False, server_default=sa.text("'POSITIONAL'")),
     sa.Column("examples", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("meta_template_id", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -4,9 +4,15 @@ parameters, how it reads as plain text, and how it is written for Meta's Cloud A
 
 A template's variables are its ``{{…}}`` placeholders, header first, then body, in order of first
 appearance: all positional (``{{1}}``, ``{{2}}``… numbered from 1 in order) or all named
-(``{{attendee_name}}``). Meta numbers header and body parameters separately, so a named
-template is created at Meta with each part's variables renumbered ``{{1}}…`` in that order, and
-sent with its parameters in that same order."""
+(``{{attendee_name}}``).
+
+Meta holds a template's variables in one of two ``parameter_format`` s. ``POSITIONAL``: header
+and body are numbered separately ``{{1}}…`` and a send gives the parameters in that order.
+``NAMED``: the text keeps ``{{first_name}}``, the examples are ``…_text_named_params``
+(``[{"param_name", "example"}]``) and every parameter of a send carries its ``parameter_name``;
+Meta refuses a send in the other format. A named template made in Herald is created NAMED;
+templates created before Herald knew the format were renumbered and stay POSITIONAL (the
+catalogue's ``parameter_format`` says which)."""
 
 from __future__ import annotations
 
@@ -23,6 +29,17 @@ CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
 EDITABLE_STATUSES = frozenset({"APPROVED", "REJECTED", "PAUSED", "LOCAL"})
 #: a template kept in Herald only (its channel renders it as text; Meta reviews nothing)
 LOCAL = "LOCAL"
+#: Meta's ``parameter_format`` values
+POSITIONAL, NAMED_FORMAT = "POSITIONAL", "NAMED"
+
+
+def parameter_format_for(style: str) -> str:
+    """The ``parameter_format`` a new template gets at Meta: NAMED when its variables are named."""
+    return NAMED_FORMAT if style == "named" else POSITIONAL
+
+
+def is_named(template: Any) -> bool:
+    return str(getattr(template, "parameter_format", POSITIONAL) or POSITIONAL).upper() == NAMED_FORMAT
 
 
 class TemplateInvalid(ValueError):
@@ -119,6 +136,8 @@ def analyse(
 class Mapped:
     header_text: str | None  # the header's parameter, when the header has a variable
     body_params: list[str]
+    header_name: str | None  # the header's variable, when it has one
+    body_names: list[str]  # the variable of each of body_params
 
 
 def map_variables(template: Any, values: Mapping[str, str]) -> Mapped:
@@ -144,6 +163,8 @@ def map_variables(template: Any, values: Mapping[str, str]) -> Mapped:
     return Mapped(
         header_text=values[header_vars[0]] if header_vars else None,
         body_params=[values[v] for v in body_vars],
+        header_name=header_vars[0] if header_vars else None,
+        body_names=body_vars,
     )
 
 
@@ -173,22 +194,36 @@ def _numbered(text: str, names: Sequence[str]) -> str:
 
 
 def meta_components(template: Any) -> list[dict[str, Any]]:
-    """The template's ``components`` as ``POST /{WABA-ID}/message_templates`` takes them."""
+    """The template's ``components`` as ``POST /{WABA-ID}/message_templates`` takes them: in a
+    NAMED template the names stay and the examples are ``header_text_named_params`` /
+    ``body_text_named_params``; otherwise each part is renumbered ``{{1}}…``."""
     examples = template.examples or {}
+    named = is_named(template)
     components: list[dict[str, Any]] = []
     if template.header:
         names = placeholders(template.header)
         header: dict[str, Any] = {
             "type": "HEADER",
             "format": "TEXT",
-            "text": _numbered(template.header, names),
+            "text": template.header if named else _numbered(template.header, names),
         }
-        if names:
+        if names and named:
+            header["example"] = {
+                "header_text_named_params": [{"param_name": n, "example": examples[n]} for n in names]
+            }
+        elif names:
             header["example"] = {"header_text": [examples[n] for n in names]}
         components.append(header)
     names = placeholders(template.body)
-    body: dict[str, Any] = {"type": "BODY", "text": _numbered(template.body, names)}
-    if names:
+    body: dict[str, Any] = {
+        "type": "BODY",
+        "text": template.body if named else _numbered(template.body, names),
+    }
+    if names and named:
+        body["example"] = {
+            "body_text_named_params": [{"param_name": n, "example": examples[n]} for n in names]
+        }
+    elif names:
         body["example"] = {"body_text": [[examples[n] for n in names]]}
     components.append(body)
     if template.footer:
@@ -198,22 +233,46 @@ def meta_components(template: Any) -> list[dict[str, Any]]:
     return components
 
 
+def meta_create_body(template: Any) -> dict[str, Any]:
+    """``POST /{WABA-ID}/message_templates``: name, language, category, ``parameter_format``
+    (only NAMED is written: POSITIONAL is Meta's default) and components."""
+    body: dict[str, Any] = {
+        "name": template.name,
+        "language": template.language,
+        "category": template.category,
+    }
+    if is_named(template):
+        body["parameter_format"] = NAMED_FORMAT
+    body["components"] = meta_components(template)
+    return body
+
+
+def _named_examples(example: Mapping[str, Any], key: str) -> dict[str, str]:
+    return {
+        str(p.get("param_name")): str(p.get("example"))
+        for p in example.get(key) or []
+        if isinstance(p, Mapping) and p.get("param_name")
+    }
+
+
 def from_meta(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A template as ``GET /{WABA-ID}/message_templates`` lists it, as catalogue fields."""
+    """A template as ``GET /{WABA-ID}/message_templates`` lists it, as catalogue fields (with
+    Meta's ``parameter_format``; POSITIONAL when Meta does not say)."""
     fields: dict[str, Any] = {"header": None, "body": "", "footer": None, "buttons": [], "examples": {}}
     for c in item.get("components") or []:
         kind = str(c.get("type", "")).upper()
+        example = c.get("example") or {}
         if kind == "HEADER" and str(c.get("format", "TEXT")).upper() == "TEXT":
             fields["header"] = c.get("text")
-            for n, v in zip(
-                placeholders(c.get("text")), (c.get("example") or {}).get("header_text") or [], strict=False
-            ):
+            for n, v in zip(placeholders(c.get("text")), example.get("header_text") or [], strict=False):
                 fields["examples"][n] = v
+            fields["examples"] |= _named_examples(example, "header_text_named_params")
         elif kind == "BODY":
             fields["body"] = c.get("text") or ""
-            rows = (c.get("example") or {}).get("body_text") or [[]]
+            rows = example.get("body_text") or [[]]
             for n, v in zip(placeholders(c.get("text")), rows[0] if rows else [], strict=False):
                 fields["examples"][n] = v
+            fields["examples"] |= _named_examples(example, "body_text_named_params")
         elif kind == "FOOTER":
             fields["footer"] = c.get("text")
         elif kind == "BUTTONS":
@@ -222,4 +281,6 @@ def from_meta(item: Mapping[str, Any]) -> dict[str, Any]:
     variables = [*header_vars, *(v for v in placeholders(fields["body"]) if v not in header_vars)]
     fields["variables"] = variables
     fields["variable_style"] = "positional" if all(v.isdigit() for v in variables) else "named"
+    fmt = str(item.get("parameter_format") or POSITIONAL).upper()
+    fields["parameter_format"] = NAMED_FORMAT if fmt == NAMED_FORMAT else POSITIONAL
     return fields

@@ -108,21 +108,17 @@ async def create(sender: Sender, tenant_id: uuid.UUID, data: dict[str, Any]) -> 
         "buttons": data.get("buttons") or [],
         "variables": parts.variables,
         "variable_style": parts.style,
+        "parameter_format": td.parameter_format_for(parts.style),
         "examples": data.get("examples") or {},
         "meta_template_id": None,
         "created_at": now,
         "updated_at": now,
     }
     if channel.provider == "meta":
-        draft = _Draft(row)
-        body = {
-            "name": row["name"],
-            "language": row["language"],
-            "category": row["category"],
-            "components": td.meta_components(draft),
-        }
         try:
-            answer = await _meta(sender).create(sender.channel_config(channel), body)
+            answer = await _meta(sender).create(
+                sender.channel_config(channel), td.meta_create_body(_Draft(row))
+            )
         except ProviderError as exc:
             raise _meta_error(exc) from exc
         row |= {
@@ -174,6 +170,14 @@ async def update(
         examples=merged["examples"] or {},
     )
     values: dict[str, Any] = {**merged, "variables": parts.variables, "variable_style": parts.style}
+    if current.meta_template_id is None:
+        values["parameter_format"] = td.parameter_format_for(parts.style)
+    elif td.is_named(current) and parts.style != "named":
+        raise TemplateInvalid(
+            "body",
+            f"template {current.name!r} ({current.language}) is NAMED at Meta: keep named variables "
+            "({{first_name}}), or create a new template for positional ones",
+        )
     if current.status not in td.EDITABLE_STATUSES:
         raise TemplateConflict(
             f"template {current.name!r} ({current.language}) is {current.status}: Meta edits only APPROVED, "
@@ -270,13 +274,18 @@ async def _apply(sender: Sender, channel: Row[Any], items: list[dict[str, Any]])
                         **td.from_meta(item),
                     },
                 )
-            elif (existing.status, existing.reason) != (status, reason) or not existing.meta_template_id:
+            elif (
+                (existing.status, existing.reason) != (status, reason)
+                or not existing.meta_template_id
+                or _meta_format(item, existing) != existing.parameter_format
+            ):
                 row = await trepo.update(
                     conn,
                     existing.id,
                     status=status,
                     reason=reason,
                     meta_template_id=existing.meta_template_id or str(item.get("id") or "") or None,
+                    parameter_format=_meta_format(item, existing),
                     updated_at=now,
                 )
             else:
@@ -285,6 +294,13 @@ async def _apply(sender: Sender, channel: Row[Any], items: list[dict[str, Any]])
                 await _mirror(conn, row)
                 out.append(row)
     return out
+
+
+def _meta_format(item: dict[str, Any], existing: Row[Any]) -> str:
+    """Meta's ``parameter_format`` of a listed template; the catalogue's own when Meta omits it."""
+    if "parameter_format" not in item:
+        return str(existing.parameter_format)
+    return str(td.from_meta(item)["parameter_format"])
 
 
 async def sync_forever(sender: Sender) -> None:
@@ -342,10 +358,19 @@ async def _mapped(conn: Any, tenant_id: uuid.UUID, content: TemplateContent, whe
         mapped = td.map_variables(template, content.variables or {})
     except TemplateInvalid as exc:
         raise TemplateInvalid(f"{where}.variables", exc.problem) from None
+    named = td.is_named(template)  # Meta wants each parameter by name, and refuses them in order
     header = content.header
     if mapped.header_text is not None:
-        header = TemplateHeader(type="text", text=mapped.header_text)
-    return content.model_copy(update={"body_params": mapped.body_params, "header": header})
+        header = TemplateHeader(
+            type="text", text=mapped.header_text, parameter_name=mapped.header_name if named else None
+        )
+    return content.model_copy(
+        update={
+            "body_params": mapped.body_params,
+            "body_param_names": mapped.body_names if named and mapped.body_params else None,
+            "header": header,
+        }
+    )
 
 
 async def as_text(

@@ -64,12 +64,15 @@ def test_a_meta_template_is_reviewed_then_sent_with_named_variables_in_the_templ
     template = created.json()
     assert template["status"] == "PENDING"
     assert template["variables"] == ["seat", "attendee_name", "event"]
-    assert template["variable_style"] == "named"
+    assert template["variable_style"] == "named" and template["parameter_format"] == "NAMED"
+    at_meta = next(t for t in system.meta.fake.state.templates.values() if t["name"] == "ticket_ready")
+    assert at_meta["parameter_format"] == "NAMED"
+    assert at_meta["components"][1]["text"] == TICKET["body"]  # the names stay at Meta
     listed = client.get("/v1/templates", params={"name": "ticket_ready", "language": "en_US"}).json()
     assert [t["id"] for t in listed["templates"]] == [template["id"]]
 
     approved = synced_status(client, template["id"], "APPROVED")
-    assert approved["body"] == TICKET["body"]  # Herald keeps its names; Meta got {{1}}, {{2}}…
+    assert approved["body"] == TICKET["body"]
 
     content = {"kind": "template", "name": "ticket_ready", "language": "en_US", "variables": VALUES}
     response = client.post(
@@ -80,13 +83,13 @@ def test_a_meta_template_is_reviewed_then_sent_with_named_variables_in_the_templ
     sent = system.meta.received_for(pnid)[-1]["body"]["template"]
     assert sent["name"] == "ticket_ready" and sent["language"]["code"] == "en_US"
     assert sent["components"] == [
-        {"type": "header", "parameters": [{"type": "text", "text": "B12"}]},
+        {"type": "header", "parameters": [{"type": "text", "parameter_name": "seat", "text": "B12"}]},
         {
             "type": "body",
             "parameters": [
-                {"type": "text", "text": "Maria"},
-                {"type": "text", "text": "PyCon Lisbon"},
-                {"type": "text", "text": "B12"},
+                {"type": "text", "parameter_name": "attendee_name", "text": "Maria"},
+                {"type": "text", "parameter_name": "event", "text": "PyCon Lisbon"},
+                {"type": "text", "parameter_name": "seat", "text": "B12"},
             ],
         },
     ]
@@ -271,3 +274,74 @@ def test_a_periodic_sync_brings_metas_review_without_asking(system: SenderSystem
         )
     finally:
         syncing.terminate()
+
+
+def test_meta_refuses_a_named_template_sent_by_position_and_takes_it_by_name(system: SenderSystem):
+    """A NAMED template made in Meta's UI comes in with the sync; sent with body_params (by
+    position) Meta refuses it with 132012, sent with content.variables it goes by name."""
+    _, key = system.tenant("tmpl-named")
+    client = system.client(key)
+    channel = waba_channel(system, client)
+    pnid, waba = channel["settings"]["phone_number_id"], channel["settings"]["waba_id"]
+    system.meta.fake.state.templates["987650001"] = {
+        "id": "987650001",
+        "waba_id": waba,
+        "name": "order_named",
+        "language": "pt_BR",
+        "category": "UTILITY",
+        "parameter_format": "NAMED",
+        "components": [
+            {
+                "type": "BODY",
+                "text": "Olá {{first_name}}, o pedido {{order_id}} saiu.",
+                "example": {
+                    "body_text_named_params": [
+                        {"param_name": "first_name", "example": "Ana"},
+                        {"param_name": "order_id", "example": "123"},
+                    ]
+                },
+            }
+        ],
+        "status": "APPROVED",
+        "rejected_reason": "NONE",
+        "review_at": 0,
+    }
+    synced = client.post("/v1/templates/sync", json={"channel_id": channel["id"]})
+    assert synced.status_code == 200, synced.text
+    [imported] = [t for t in synced.json()["templates"] if t["name"] == "order_named"]
+    assert imported["parameter_format"] == "NAMED" and imported["variables"] == ["first_name", "order_id"]
+    assert imported["examples"] == {"first_name": "Ana", "order_id": "123"}
+
+    base = {"kind": "template", "name": "order_named", "language": "pt_BR"}
+    by_position = client.post(
+        "/v1/messages",
+        json={"to": phone(6), "content": {**base, "body_params": ["Rui", "77"]}, "channel_id": channel["id"]},
+    )
+    assert by_position.status_code == 202, by_position.text
+    refused = wait_status(client, by_position.json()["id"], "failed", timeout=30)
+    assert refused["error_code"] == "132012", refused
+    assert (
+        "parameter format mismatch" in refused["status_reason"]
+        and "content.variables" in refused["status_reason"]
+    )
+
+    by_name = client.post(
+        "/v1/messages",
+        json={
+            "to": phone(7),
+            "content": {**base, "variables": {"order_id": "77", "first_name": "Rui"}},
+            "channel_id": channel["id"],
+        },
+    )
+    assert by_name.status_code == 202, by_name.text
+    wait_status(client, by_name.json()["id"], "sent", timeout=30)
+    sent = system.meta.received_for(pnid)[-1]["body"]["template"]
+    assert sent["components"] == [
+        {
+            "type": "body",
+            "parameters": [
+                {"type": "text", "parameter_name": "first_name", "text": "Rui"},
+                {"type": "text", "parameter_name": "order_id", "text": "77"},
+            ],
+        }
+    ]

@@ -97,3 +97,42 @@ def test_meta_components_are_positional_with_examples_in_order():
     assert footer == {"type": "FOOTER", "text": "Herald"}
     back = td.from_meta({"components": [header, body, footer]})
     assert back["variables"] == ["1", "2", "3"] and back["variable_style"] == "positional"
+
+
+def test_a_named_template_is_created_named_at_meta_with_named_examples():
+    t = template(header="Seat {{seat}}", category="UTILITY")
+    t.parameter_format = td.parameter_format_for(t.variable_style)
+    assert t.parameter_format == "NAMED"
+    body = td.meta_create_body(t)
+    assert body["parameter_format"] == "NAMED"
+    header, text, footer = body["components"]
+    assert header == {
+        "type": "HEADER",
+        "format": "TEXT",
+        "text": "Seat {{seat}}",
+        "example": {"header_text_named_params": [{"param_name": "seat", "example": "A7"}]},
+    }
+    assert text == {
+        "type": "BODY",
+        "text": BODY,
+        "example": {
+            "body_text_named_params": [
+                {"param_name": "attendee_name", "example": "Ana"},
+                {"param_name": "event", "example": "PyCon"},
+                {"param_name": "seat", "example": "A7"},
+            ]
+        },
+    }
+    back = td.from_meta({**body, "components": [header, text, footer]})
+    assert back["parameter_format"] == "NAMED"
+    assert back["variables"] == ["seat", "attendee_name", "event"]
+    assert back["examples"] == {"seat": "A7", "attendee_name": "Ana", "event": "PyCon"}
+
+
+def test_a_positional_template_has_no_parameter_format_and_maps_with_names_for_named_sends():
+    t = template(category="UTILITY", body="Hi {{1}}, seat {{2}}", examples={"1": "Ana", "2": "A7"})
+    t.parameter_format = td.parameter_format_for(t.variable_style)
+    assert t.parameter_format == "POSITIONAL" and "parameter_format" not in td.meta_create_body(t)
+    assert td.from_meta({"components": td.meta_components(t)})["parameter_format"] == "POSITIONAL"
+    mapped = td.map_variables(template(header="Seat {{seat}}"), {**EXAMPLES})
+    assert mapped.header_name == "seat" and mapped.body_names == ["attendee_name", "event", "seat"]

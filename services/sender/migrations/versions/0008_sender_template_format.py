@@ -1,0 +1,34 @@
+"""template_catalogue.parameter_format: how Meta holds a template's variables (POSITIONAL
+``{{1}}`` or NAMED ``{{first_name}}``), which decides how a send carries its parameters.
+
+Existing rows were created at Meta with their variables renumbered ``{{1}}…``, so they start
+POSITIONAL; a sync brings Meta's own value for templates made in Meta's UI.
+
+Revision ID: 0008_sender_template_format
+Revises: 0007_sender
+Create Date: 2026-12-04 21:10:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008_sender_template_format"
+down_revision: str | None = "0007_sender"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+S = "sender"
+
+
+def upgrade() -> None:
+    op.add_column(
+        "template_catalogue",
+        sa.Column("parameter_format", sa.Text(), nullable=False, server_default="POSITIONAL"),
+        schema=S,
+    )
+
+
+def downgrade() -> None:
+    op.drop_column("template_catalogue", "parameter_format", schema=S)
