@@ -20,7 +20,10 @@ with ``POST /{version}/{template_id}``): a new template is ``PENDING``; its revi
 ``review_seconds`` later (read lazily) as ``APPROVED``, or ``REJECTED`` (``INVALID_FORMAT``)
 when its body matches ``reject_when`` (a regular expression the test sets). Refusals as Meta's:
 a duplicate name+language, a bad name/category, variables without examples, an edit while in
-review or of an APPROVED template's category. A template is ``parameter_format`` POSITIONAL
+review or of an APPROVED template's category. A media header (IMAGE/VIDEO/DOCUMENT) needs
+``example.header_handle`` and, in a send, one parameter of its type with a ``link`` (else
+132012); a URL button ending in ``{{1}}`` needs a ``button`` component of ``sub_type`` url at
+its index (else 132000). A template is ``parameter_format`` POSITIONAL
 (``{{1}}``, examples ``header_text``/``body_text``) or NAMED (``{{first_name}}``, examples
 ``header_text_named_params``/``body_text_named_params``). A send of a template the fake knows
 and has not approved fails with 132001; parameters in the other format (no ``parameter_name``
@@ -118,6 +121,7 @@ CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
 
 
 FORMATS = ("POSITIONAL", "NAMED")
+MEDIA_FORMATS = ("IMAGE", "VIDEO", "DOCUMENT")
 
 
 def _template_problem(components: Any, parameter_format: str = "POSITIONAL") -> str | None:
@@ -128,6 +132,10 @@ def _template_problem(components: Any, parameter_format: str = "POSITIONAL") -> 
     named = parameter_format == "NAMED"
     for c in components:
         kind = str(c.get("type")).upper()
+        if kind == "HEADER" and str(c.get("format", "TEXT")).upper() in MEDIA_FORMATS:
+            if not (c.get("example") or {}).get("header_handle"):
+                return f"HEADER: a {c['format']} header needs a sample in example.header_handle"
+            continue
         names = PLACEHOLDER.findall(c.get("text") or "")
         if not names or kind not in ("HEADER", "BODY"):
             continue
@@ -150,7 +158,7 @@ def _template_problem(components: Any, parameter_format: str = "POSITIONAL") -> 
 
 def _template_view(t: dict[str, Any]) -> dict[str, Any]:
     return {
-        k: t[k]
+        k: t.get(k, "POSITIONAL" if k == "parameter_format" else None)
         for k in (
             "id",
             "name",
@@ -254,8 +262,38 @@ def _check_template_send(state: FakeMetaState, obj: dict[str, Any]) -> web.Respo
     if t["status"] != "APPROVED":
         status, message, _ = ERRORS[132001]
         return web.json_response(error_body(132001, message, f"template is {t['status']}"), status=status)
-    named = t["parameter_format"] == "NAMED"
+    fmt = t.get("parameter_format", "POSITIONAL")
+    named = fmt == "NAMED"
+    sent = obj.get("components") or []
+    media = next(
+        (
+            str(c.get("format")).upper()
+            for c in t["components"]
+            if c.get("type") == "HEADER" and str(c.get("format", "TEXT")).upper() in MEDIA_FORMATS
+        ),
+        None,
+    )
+    if media is not None:
+        params = next((c.get("parameters") or [] for c in sent if c.get("type") == "header"), [])
+        kind = media.lower()
+        if len(params) != 1 or params[0].get("type") != kind or not (params[0].get(kind) or {}).get("link"):
+            details = f"header: template {t['name']!r} has an {media} header: one parameter of type {kind} with a link"
+            return web.json_response(error_body(132012, ERRORS[132012][1], details), status=400)
+    buttons = next((c.get("buttons") or [] for c in t["components"] if c.get("type") == "BUTTONS"), [])
+    for index, button in enumerate(buttons):
+        if str(button.get("type")).upper() != "URL" or not PLACEHOLDER.findall(button.get("url") or ""):
+            continue
+        given = [
+            c
+            for c in sent
+            if c.get("type") == "button" and str(c.get("index")) == str(index) and c.get("sub_type") == "url"
+        ]
+        if not given or len(given[0].get("parameters") or []) != 1:
+            details = f"button at index {index}: number of params (0) does not match the expected number of params (1)"
+            return web.json_response(error_body(132000, ERRORS[132000][1], details), status=400)
     for kind in ("HEADER", "BODY"):
+        if kind == "HEADER" and media is not None:
+            continue
         text = next((c.get("text") or "" for c in t["components"] if c.get("type") == kind), "")
         expected = set(PLACEHOLDER.findall(text))
         params = next(
@@ -264,7 +302,7 @@ def _check_template_send(state: FakeMetaState, obj: dict[str, Any]) -> web.Respo
         )
         with_names = [p for p in params if isinstance(p, dict) and p.get("parameter_name")]
         if params and len(with_names) != (len(params) if named else 0):
-            details = f"{kind.lower()}: template {t['name']!r} is {t['parameter_format']}: " + (
+            details = f"{kind.lower()}: template {t['name']!r} is {fmt}: " + (
                 "every parameter needs parameter_name" if named else "parameters have no parameter_name"
             )
             return web.json_response(error_body(132012, ERRORS[132012][1], details), status=400)
@@ -503,7 +541,7 @@ def build_app(state: FakeMetaState) -> web.Application:
                 2388026, "Category can't be changed", "An approved template's category can't change."
             )
         if "components" in data:
-            problem = _template_problem(data["components"], t["parameter_format"])
+            problem = _template_problem(data["components"], t.get("parameter_format", "POSITIONAL"))
             if problem:
                 return graph_error(2388043, "Message template's variables need sample values", problem)
             t["components"] = data["components"]

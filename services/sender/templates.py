@@ -84,8 +84,17 @@ async def create(sender: Sender, tenant_id: uuid.UUID, data: dict[str, Any]) -> 
         footer=data.get("footer"),
         declared=data.get("variables") or [],
         examples=data.get("examples") or {},
+        header_format=data.get("header_format"),
+        buttons=data.get("buttons") or [],
     )
+    header_format = (data.get("header_format") or ("TEXT" if data.get("header") else "")).upper() or None
     channel = await _channel(sender, tenant_id, data.get("channel_id"))
+    if channel.provider == "meta" and header_format in td.MEDIA_FORMATS and not data.get("header_handle"):
+        raise TemplateInvalid(
+            "header_handle",
+            f"Meta reviews an {header_format} header with a sample: upload one with Meta's Resumable "
+            "Upload API and give its handle (4::…)",
+        )
     async with sender.runtime.engine.connect() as conn:
         if await trepo.find(conn, tenant_id, data["name"], data["language"]) is not None:
             raise TemplateInvalid(
@@ -103,6 +112,8 @@ async def create(sender: Sender, tenant_id: uuid.UUID, data: dict[str, Any]) -> 
         "status": td.LOCAL,
         "reason": f"kept in Herald: {channel.provider} channels have no Meta templates, so it is sent as text",
         "header": data.get("header"),
+        "header_format": header_format,
+        "header_handle": data.get("header_handle"),
         "body": data["body"],
         "footer": data.get("footer"),
         "buttons": data.get("buttons") or [],
@@ -154,7 +165,21 @@ async def update(
     sender: Sender, tenant_id: uuid.UUID, template_id: uuid.UUID, changes: dict[str, Any]
 ) -> Row[Any]:
     current = await get(sender, tenant_id, template_id)
-    merged = {k: current._mapping[k] for k in ("category", "header", "body", "footer", "buttons", "examples")}
+    merged = {
+        k: current._mapping[k]
+        for k in (
+            "category",
+            "header",
+            "header_format",
+            "header_handle",
+            "body",
+            "footer",
+            "buttons",
+            "examples",
+        )
+    }
+    if "header" in changes and "header_format" not in changes:
+        merged["header_format"] = "TEXT" if changes["header"] else None
     merged["variables"] = list(current.variables)
     merged |= changes
     if "variables" not in changes and any(k in changes for k in ("header", "body")):
@@ -168,7 +193,11 @@ async def update(
         footer=merged["footer"],
         declared=merged["variables"],
         examples=merged["examples"] or {},
+        header_format=merged["header_format"],
+        buttons=merged["buttons"] or [],
     )
+    if merged["header_format"]:
+        merged["header_format"] = str(merged["header_format"]).upper()
     values: dict[str, Any] = {**merged, "variables": parts.variables, "variable_style": parts.style}
     if current.meta_template_id is None:
         values["parameter_format"] = td.parameter_format_for(parts.style)
@@ -328,46 +357,55 @@ async def sync_forever(sender: Sender) -> None:
 
 
 async def resolve(sender: Sender, tenant_id: uuid.UUID, req: MessageRequested) -> MessageRequested:
-    """Map named ``variables`` of the request's templates onto their parameters, in each
-    template's order (one indexed look-up, only when ``variables`` is set). Raises
-    ``TemplateInvalid`` naming what to fix."""
+    """Check the request's templates against the catalogue (one indexed look-up per template:
+    the content's and the fallback's) and map named ``variables`` onto their parameters, in each
+    template's order. A template the catalogue does not have passes as given (Meta says what it
+    thinks), unless it names ``variables``. Raises ``TemplateInvalid`` naming what to fix."""
     content, fallback = req.content, req.fallback_template
-    if not (isinstance(content, TemplateContent) and content.variables is not None) and not (
-        fallback is not None and fallback.variables is not None
-    ):
+    if not isinstance(content, TemplateContent) and fallback is None:
         return req
     async with sender.runtime.engine.connect() as conn:
-        if isinstance(content, TemplateContent) and content.variables is not None:
-            content = await _mapped(conn, tenant_id, content, "content")
-        if fallback is not None and fallback.variables is not None:
-            fallback = await _mapped(conn, tenant_id, fallback, "fallback_template")
+        if isinstance(content, TemplateContent):
+            content = await _checked(conn, tenant_id, content, "content")
+        if fallback is not None:
+            fallback = await _checked(conn, tenant_id, fallback, "fallback_template")
+    if content is req.content and fallback is req.fallback_template:
+        return req
     return req.model_copy(update={"content": content, "fallback_template": fallback})
 
 
-async def _mapped(conn: Any, tenant_id: uuid.UUID, content: TemplateContent, where: str) -> TemplateContent:
-    if content.body_params:
+async def _checked(conn: Any, tenant_id: uuid.UUID, content: TemplateContent, where: str) -> TemplateContent:
+    if content.variables is not None and content.body_params:
         raise TemplateInvalid(f"{where}.variables", "give either variables or body_params, not both")
     template = await trepo.find(conn, tenant_id, content.name, content.language)
     if template is None:
+        if content.variables is None:
+            return content
         raise TemplateInvalid(
             f"{where}.name",
             f"no template {content.name!r} in {content.language} in the catalogue: create it with "
             "POST /v1/templates (or sync it), or give body_params",
         )
-    try:
-        mapped = td.map_variables(template, content.variables or {})
-    except TemplateInvalid as exc:
-        raise TemplateInvalid(f"{where}.variables", exc.problem) from None
+    td.check_request(template, content, where)
     named = td.is_named(template)  # Meta wants each parameter by name, and refuses them in order
     header = content.header
-    if mapped.header_text is not None:
-        header = TemplateHeader(
-            type="text", text=mapped.header_text, parameter_name=mapped.header_name if named else None
-        )
+    if content.variables is not None:
+        try:
+            mapped = td.map_variables(template, content.variables)
+        except TemplateInvalid as exc:
+            raise TemplateInvalid(f"{where}.variables", exc.problem) from None
+        body_params, body_names, header_name = mapped.body_params, mapped.body_names, mapped.header_name
+        if mapped.header_text is not None:
+            header = TemplateHeader(type="text", text=mapped.header_text)
+    else:  # positional: the names, for a NAMED template, are the template's own in order
+        body_params, body_names = content.body_params, td.placeholders(template.body)
+        header_name = next(iter(td.placeholders(template.header)), None)
+    if header is not None and header.type == "text" and named and header_name:
+        header = header.model_copy(update={"parameter_name": header_name})
     return content.model_copy(
         update={
-            "body_params": mapped.body_params,
-            "body_param_names": mapped.body_names if named and mapped.body_params else None,
+            "body_params": body_params,
+            "body_param_names": body_names if named and body_params else content.body_param_names,
             "header": header,
         }
     )
@@ -382,8 +420,12 @@ async def as_text(
         template = await trepo.find(conn, tenant_id, content.name, content.language)
     if template is None:
         return None
-    header = content.header.text if content.header is not None and content.header.type == "text" else None
-    text = td.render_text(template, header, content.body_params)
+    header, link = None, None
+    if content.header is not None:
+        header, link = (
+            (content.header.text, None) if content.header.type == "text" else (None, content.header.link)
+        )
+    text = td.render_text(template, header, content.body_params, header_link=link, buttons=content.buttons)
     note = f"template {content.name!r} ({content.language}) rendered locally and sent as text"
     return TextContent(body=text[:4096]), note
 
