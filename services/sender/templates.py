@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -357,27 +358,48 @@ async def sync_forever(sender: Sender) -> None:
 
 
 async def resolve(sender: Sender, tenant_id: uuid.UUID, req: MessageRequested) -> MessageRequested:
-    """Check the request's templates against the catalogue (one indexed look-up per template:
-    the content's and the fallback's) and map named ``variables`` onto their parameters, in each
-    template's order. A template the catalogue does not have passes as given (Meta says what it
-    thinks), unless it names ``variables``. Raises ``TemplateInvalid`` naming what to fix."""
-    content, fallback = req.content, req.fallback_template
-    if not isinstance(content, TemplateContent) and fallback is None:
-        return req
+    """Check the request's templates against the catalogue and map named ``variables`` onto
+    their parameters, in each template's order (see ``resolve_many``)."""
+    return (await resolve_many(sender, tenant_id, [req]))[0]
+
+
+async def resolve_many(
+    sender: Sender, tenant_id: uuid.UUID, reqs: Sequence[MessageRequested], prefixes: Sequence[str] = ()
+) -> list[MessageRequested]:
+    """Check every request's templates (content and fallback) against the catalogue, read in one
+    indexed look-up for them all, and map named ``variables`` onto their parameters. A template
+    the catalogue does not have passes as given (Meta says what it thinks), unless it names
+    ``variables``. Raises ``TemplateInvalid`` naming what to fix (its field starts with
+    ``prefixes[i]``, e.g. ``messages.3.``, for the i-th request)."""
+    keys = {(t.name, t.language) for r in reqs for t in _templates_of(r)}
+    if not keys:
+        return list(reqs)
     async with sender.runtime.engine.connect() as conn:
+        found = await trepo.find_many(conn, tenant_id, keys)
+    out = []
+    for i, req in enumerate(reqs):
+        at = prefixes[i] if prefixes else ""
+        content, fallback = req.content, req.fallback_template
         if isinstance(content, TemplateContent):
-            content = await _checked(conn, tenant_id, content, "content")
+            content = _checked(found.get((content.name, content.language)), content, f"{at}content")
         if fallback is not None:
-            fallback = await _checked(conn, tenant_id, fallback, "fallback_template")
-    if content is req.content and fallback is req.fallback_template:
-        return req
-    return req.model_copy(update={"content": content, "fallback_template": fallback})
+            fallback = _checked(
+                found.get((fallback.name, fallback.language)), fallback, f"{at}fallback_template"
+            )
+        if content is not req.content or fallback is not req.fallback_template:
+            req = req.model_copy(update={"content": content, "fallback_template": fallback})
+        out.append(req)
+    return out
 
 
-async def _checked(conn: Any, tenant_id: uuid.UUID, content: TemplateContent, where: str) -> TemplateContent:
+def _templates_of(req: MessageRequested) -> list[TemplateContent]:
+    found = [req.content] if isinstance(req.content, TemplateContent) else []
+    return [*found, *([req.fallback_template] if req.fallback_template is not None else [])]
+
+
+def _checked(template: Row[Any] | None, content: TemplateContent, where: str) -> TemplateContent:
     if content.variables is not None and content.body_params:
         raise TemplateInvalid(f"{where}.variables", "give either variables or body_params, not both")
-    template = await trepo.find(conn, tenant_id, content.name, content.language)
     if template is None:
         if content.variables is None:
             return content
@@ -400,12 +422,13 @@ async def _checked(conn: Any, tenant_id: uuid.UUID, content: TemplateContent, wh
     else:  # positional: the names, for a NAMED template, are the template's own in order
         body_params, body_names = content.body_params, td.placeholders(template.body)
         header_name = next(iter(td.placeholders(template.header)), None)
-    if header is not None and header.type == "text" and named and header_name:
-        header = header.model_copy(update={"parameter_name": header_name})
+    # the catalogue says the format: names for a NAMED template, none for a POSITIONAL one
+    if header is not None and header.type == "text":
+        header = header.model_copy(update={"parameter_name": header_name if named else None})
     return content.model_copy(
         update={
             "body_params": body_params,
-            "body_param_names": body_names if named and body_params else content.body_param_names,
+            "body_param_names": body_names if named and body_params else None,
             "header": header,
         }
     )

@@ -417,6 +417,21 @@ def test_a_media_header_and_button_variables_are_checked_at_the_request_and_sent
         )
         assert response.status_code == 422, (content, response.text)
         assert words in response.json()["message"], (content, response.json())
+    batch = client.post(
+        "/v1/messages/batch",
+        json={
+            "messages": [
+                {
+                    "to": phone(8),
+                    "content": {**base, "header": IMAGE, "buttons": BUTTONS},
+                    "channel_id": channel["id"],
+                },
+                {"to": phone(8), "content": {**base, "header": IMAGE}, "channel_id": channel["id"]},
+            ]
+        },
+    )
+    assert batch.status_code == 422, batch.text
+    assert batch.json()["message"].startswith("messages.1.content.buttons: "), batch.json()
     assert client.get("/v1/messages").json()["items"] == []
 
     ok = client.post(
