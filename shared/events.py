@@ -83,7 +83,7 @@ class TemplateHeader(_Part):
         default=None,
         pattern=PARAMETER_NAME,
         description="The header variable's name, for a Meta template whose parameter_format is NAMED "
-        "(the sender sets it from the catalogue when content.variables is given).",
+        "(the sender sets it from its template catalogue, which decides the format).",
     )
 
     @model_validator(mode="after")
@@ -124,7 +124,7 @@ class TemplateContent(_Part):
         default=None,
         max_length=100,
         description="The name of each of body_params, for a Meta template with parameter_format NAMED "
-        "(set by the sender from the catalogue when content.variables is given).",
+        "(set by the sender from its template catalogue, which decides the format).",
     )
 
     @model_validator(mode="after")

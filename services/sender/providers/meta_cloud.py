@@ -72,7 +72,7 @@ TITLES: dict[int, str] = {
     132005: "template text too long after parameters",
     132007: "template violates WhatsApp's format policy",
     132012: "template parameter format mismatch: parameters must match the approved template "
-    "(a NAMED template is sent with content.variables)",
+    "(NAMED or POSITIONAL, media header type): POST /v1/templates/sync so the catalogue knows it",
     132015: "template is paused",
     132016: "template is disabled",
     133010: "business phone number not registered",
