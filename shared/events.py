@@ -71,10 +71,20 @@ class MediaContent(_Part):
     mime_type: str | None = Field(default=None, max_length=100)
 
 
+#: a variable's name in a Meta template with ``parameter_format: NAMED`` (``{{first_name}}``)
+PARAMETER_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+
+
 class TemplateHeader(_Part):
     type: Literal["text", "image", "document", "video"]
     text: str | None = Field(default=None, max_length=60)
     link: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    parameter_name: str | None = Field(
+        default=None,
+        pattern=PARAMETER_NAME,
+        description="The header variable's name, for a Meta template whose parameter_format is NAMED "
+        "(the sender sets it from its template catalogue, which decides the format).",
+    )
 
     @model_validator(mode="after")
     def _one_value(self) -> TemplateHeader:
@@ -108,6 +118,23 @@ class TemplateContent(_Part):
         description="Named variables of a template in Herald's catalogue; the sender maps them onto "
         "the template's parameters in its own order. Give either these or body_params.",
     )
+    #: the variable of each of ``body_params``, for a Meta template whose ``parameter_format`` is
+    #: NAMED: Meta then wants ``parameter_name`` on every parameter and refuses them in order
+    body_param_names: list[Annotated[str, Field(pattern=PARAMETER_NAME)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="The name of each of body_params, for a Meta template with parameter_format NAMED "
+        "(set by the sender from its template catalogue, which decides the format).",
+    )
+
+    @model_validator(mode="after")
+    def _names_match_params(self) -> TemplateContent:
+        if self.body_param_names is not None and len(self.body_param_names) != len(self.body_params):
+            raise ValueError(
+                f"body_param_names has {len(self.body_param_names)} names for {len(self.body_params)} "
+                "body_params: give one name per parameter"
+            )
+        return self
 
 
 class ReplyButton(_Part):

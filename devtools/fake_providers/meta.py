@@ -20,8 +20,15 @@ with ``POST /{version}/{template_id}``): a new template is ``PENDING``; its revi
 ``review_seconds`` later (read lazily) as ``APPROVED``, or ``REJECTED`` (``INVALID_FORMAT``)
 when its body matches ``reject_when`` (a regular expression the test sets). Refusals as Meta's:
 a duplicate name+language, a bad name/category, variables without examples, an edit while in
-review or of an APPROVED template's category. A send of a template the fake knows and has not
-approved fails with 132001; a wrong parameter count with 132000. Control:
+review or of an APPROVED template's category. A media header (IMAGE/VIDEO/DOCUMENT) needs
+``example.header_handle`` and, in a send, one parameter of its type with a ``link`` (else
+132012); a URL button ending in ``{{1}}`` needs a ``button`` component of ``sub_type`` url at
+its index (else 132000). A template is ``parameter_format`` POSITIONAL
+(``{{1}}``, examples ``header_text``/``body_text``) or NAMED (``{{first_name}}``, examples
+``header_text_named_params``/``body_text_named_params``). A send of a template the fake knows
+and has not approved fails with 132001; parameters in the other format (no ``parameter_name``
+for a NAMED template, one for a POSITIONAL template) with 132012; a wrong parameter count or a
+name the template does not have with 132000. Control:
 ``POST /_fake/templates/review`` ``{"reject_when": "…", "review_seconds": 0.2}``.
 
 In-process: ``async with FakeMeta() as meta: meta.url …`` (tests); as a process:
@@ -69,6 +76,7 @@ ERRORS: dict[int, tuple[int, str, str]] = {
         "body: number of localizable_params (0) does not match the expected number of params (1)",
     ),
     132001: (404, "(#132001) Template name does not exist in the translation", "template not found"),
+    132012: (400, "(#132012) Parameter format does not match format in the created template", "format"),
     132015: (400, "(#132015) Template is paused", "Template paused for low quality."),
     132016: (400, "(#132016) Template is disabled", "Template permanently disabled for low quality."),
 }
@@ -112,16 +120,36 @@ TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
 
 
-def _template_problem(components: Any) -> str | None:
+FORMATS = ("POSITIONAL", "NAMED")
+MEDIA_FORMATS = ("IMAGE", "VIDEO", "DOCUMENT")
+
+
+def _template_problem(components: Any, parameter_format: str = "POSITIONAL") -> str | None:
     if not isinstance(components, list) or not any(
         isinstance(c, dict) and str(c.get("type")).upper() == "BODY" and c.get("text") for c in components
     ):
         return "components: a BODY component with text is required"
+    named = parameter_format == "NAMED"
     for c in components:
         kind = str(c.get("type")).upper()
+        if kind == "HEADER" and str(c.get("format", "TEXT")).upper() in MEDIA_FORMATS:
+            if not (c.get("example") or {}).get("header_handle"):
+                return f"HEADER: a {c['format']} header needs a sample in example.header_handle"
+            continue
         names = PLACEHOLDER.findall(c.get("text") or "")
-        if names and kind in ("HEADER", "BODY"):
-            example = c.get("example") or {}
+        if not names or kind not in ("HEADER", "BODY"):
+            continue
+        if any(n.isdigit() == named for n in names):
+            return f"{kind}: a {parameter_format} template's variables must be " + (
+                "lowercase names like {{first_name}}" if named else "numbers {{1}}, {{2}}…"
+            )
+        example = c.get("example") or {}
+        if named:
+            key = "header_text_named_params" if kind == "HEADER" else "body_text_named_params"
+            given = {p.get("param_name") for p in example.get(key) or [] if isinstance(p, dict)}
+            if not set(names) <= given:
+                return f"{kind}: variables need sample values in example.{key}"
+        else:
             given = example.get("header_text") if kind == "HEADER" else (example.get("body_text") or [[]])[0]
             if not given or len(given) < len(set(names)):
                 return f"{kind}: variables need sample values in example"
@@ -130,7 +158,17 @@ def _template_problem(components: Any) -> str | None:
 
 def _template_view(t: dict[str, Any]) -> dict[str, Any]:
     return {
-        k: t[k] for k in ("id", "name", "language", "status", "category", "components", "rejected_reason")
+        k: t.get(k, "POSITIONAL" if k == "parameter_format" else None)
+        for k in (
+            "id",
+            "name",
+            "language",
+            "status",
+            "category",
+            "parameter_format",
+            "components",
+            "rejected_reason",
+        )
     }
 
 
@@ -224,21 +262,60 @@ def _check_template_send(state: FakeMetaState, obj: dict[str, Any]) -> web.Respo
     if t["status"] != "APPROVED":
         status, message, _ = ERRORS[132001]
         return web.json_response(error_body(132001, message, f"template is {t['status']}"), status=status)
+    fmt = t.get("parameter_format", "POSITIONAL")
+    named = fmt == "NAMED"
+    sent = obj.get("components") or []
+    media = next(
+        (
+            str(c.get("format")).upper()
+            for c in t["components"]
+            if c.get("type") == "HEADER" and str(c.get("format", "TEXT")).upper() in MEDIA_FORMATS
+        ),
+        None,
+    )
+    if media is not None:
+        params = next((c.get("parameters") or [] for c in sent if c.get("type") == "header"), [])
+        kind = media.lower()
+        if len(params) != 1 or params[0].get("type") != kind or not (params[0].get(kind) or {}).get("link"):
+            details = f"header: template {t['name']!r} has an {media} header: one parameter of type {kind} with a link"
+            return web.json_response(error_body(132012, ERRORS[132012][1], details), status=400)
+    buttons = next((c.get("buttons") or [] for c in t["components"] if c.get("type") == "BUTTONS"), [])
+    for index, button in enumerate(buttons):
+        if str(button.get("type")).upper() != "URL" or not PLACEHOLDER.findall(button.get("url") or ""):
+            continue
+        given = [
+            c
+            for c in sent
+            if c.get("type") == "button" and str(c.get("index")) == str(index) and c.get("sub_type") == "url"
+        ]
+        if not given or len(given[0].get("parameters") or []) != 1:
+            details = f"button at index {index}: number of params (0) does not match the expected number of params (1)"
+            return web.json_response(error_body(132000, ERRORS[132000][1], details), status=400)
     for kind in ("HEADER", "BODY"):
+        if kind == "HEADER" and media is not None:
+            continue
         text = next((c.get("text") or "" for c in t["components"] if c.get("type") == kind), "")
-        expected = len(set(PLACEHOLDER.findall(text)))
-        given = next(
-            (
-                len(c.get("parameters") or [])
-                for c in obj.get("components") or []
-                if c.get("type") == kind.lower()
-            ),
-            0,
+        expected = set(PLACEHOLDER.findall(text))
+        params = next(
+            (c.get("parameters") or [] for c in obj.get("components") or [] if c.get("type") == kind.lower()),
+            [],
         )
-        if given != expected:
+        with_names = [p for p in params if isinstance(p, dict) and p.get("parameter_name")]
+        if params and len(with_names) != (len(params) if named else 0):
+            details = f"{kind.lower()}: template {t['name']!r} is {fmt}: " + (
+                "every parameter needs parameter_name" if named else "parameters have no parameter_name"
+            )
+            return web.json_response(error_body(132012, ERRORS[132012][1], details), status=400)
+        if len(params) != len(expected):
             details = (
-                f"{kind.lower()}: number of localizable_params ({given}) does not match the expected "
-                f"number of params ({expected})"
+                f"{kind.lower()}: number of localizable_params ({len(params)}) does not match the expected "
+                f"number of params ({len(expected)})"
+            )
+            return web.json_response(error_body(132000, ERRORS[132000][1], details), status=400)
+        unknown = sorted({p["parameter_name"] for p in with_names} - expected) if named else []
+        if unknown:
+            details = (
+                f"{kind.lower()}: parameter_name {unknown} is not in the template (it has {sorted(expected)})"
             )
             return web.json_response(error_body(132000, ERRORS[132000][1], details), status=400)
     return None
@@ -382,7 +459,12 @@ def build_app(state: FakeMetaState) -> web.Application:
             )
         if not language:
             return graph_error(2388003, "Invalid language", "language is required.")
-        problem = _template_problem(data.get("components"))
+        parameter_format = str(data.get("parameter_format") or "POSITIONAL").upper()
+        if parameter_format not in FORMATS:
+            return graph_error(
+                2388040, "Invalid parameter format", "parameter_format must be NAMED or POSITIONAL."
+            )
+        problem = _template_problem(data.get("components"), parameter_format)
         if problem:
             return graph_error(2388043, "Message template's variables need sample values", problem)
         if any(
@@ -401,6 +483,7 @@ def build_app(state: FakeMetaState) -> web.Application:
             "name": name,
             "language": language,
             "category": category,
+            "parameter_format": parameter_format,
             "components": data["components"],
             "status": "PENDING",
             "rejected_reason": "NONE",
@@ -458,7 +541,7 @@ def build_app(state: FakeMetaState) -> web.Application:
                 2388026, "Category can't be changed", "An approved template's category can't change."
             )
         if "components" in data:
-            problem = _template_problem(data["components"])
+            problem = _template_problem(data["components"], t.get("parameter_format", "POSITIONAL"))
             if problem:
                 return graph_error(2388043, "Message template's variables need sample values", problem)
             t["components"] = data["components"]

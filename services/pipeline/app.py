@@ -6,7 +6,7 @@ from typing import Any
 
 from services.pipeline import api as pipeline_api
 from services.pipeline import api_analytics as analytics_api
-from services.pipeline import api_event_types, api_rules, event_types, handlers, jobs
+from services.pipeline import api_event_types, api_rules, event_types, handlers, jobs, retention
 from services.pipeline import inbound as conversation
 from services.pipeline.models import SCHEMA, metadata
 from services.pipeline.settings import PipelineSettings
@@ -81,6 +81,7 @@ def build(settings: PipelineSettings | None = None) -> tuple[ServiceRuntime, Any
         await handlers.erase_user(runtime, event)
 
     event_types.subscribe(runtime)  # tenant.event: a tenant's own event types, checked and recorded
+    runtime.add_loop("tenant-events-prune", lambda: retention.prune_forever(runtime))
 
     runtime.declare_publishes(MessageRequested, DraftReady)
     runtime.on_shutdown("model client", lambda: jobs.close_agents(runtime))

@@ -87,6 +87,8 @@ tenant_events = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
     sa.UniqueConstraint("tenant_id", "event_key", name="uq_tenant_events_key"),
     sa.Index("ix_tenant_events_name", "tenant_id", "name", "received_at"),
+    #: the retention prune's range scan (services/pipeline/retention.py)
+    sa.Index("ix_tenant_events_received_at", "received_at"),
 )
 
 

@@ -26,6 +26,20 @@ class PipelineSettings(HeraldSettings):
     sender_timeout_seconds: float = Field(
         default=5.0, gt=0, description="A template check the sender has not answered within this time is 503."
     )
+    tenant_events_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Days a tenant event (tenant_events: received or refused, with why) is kept; the "
+        "periodic prune deletes older ones. It is also the dedupe record: an event redelivered later "
+        "is recorded again.",
+    )
+    tenant_events_prune_seconds: float = Field(
+        default=3600.0, ge=0, description="Seconds between retention prunes of tenant_events (0: never)."
+    )
+    tenant_events_prune_batch: int = Field(
+        default=5000, ge=1, le=100_000, description="Rows the prune deletes per transaction."
+    )
     llm_base_url: str | None = Field(
         default=None,
         description="OpenAI-compatible API root, e.g. https://api.openai.com/v1 or "

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import Row
 
 from services.sender import repository as repo
+from services.sender import template_domain as td
 from services.sender import templates as use
 from services.sender.context import Sender
 from services.sender.domain import UNSENDABLE_TEMPLATE_STATUSES
@@ -21,6 +22,7 @@ from shared.api import ERROR_RESPONSES, ApiError, RequestModel
 from shared.tenancy import Tenant
 
 Category = Literal["MARKETING", "UTILITY", "AUTHENTICATION"]
+HeaderFormat = Literal["TEXT", "IMAGE", "VIDEO", "DOCUMENT"]
 NAME = r"^[a-z0-9_]{1,512}$"
 LANGUAGE = r"^[a-z]{2,3}(_[A-Z]{2})?$"
 
@@ -30,6 +32,11 @@ class TemplateButtonSpec(RequestModel):
     text: str = Field(min_length=1, max_length=25)
     url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")
     phone_number: str | None = Field(default=None, max_length=20)
+    example: list[str] | None = Field(
+        default=None,
+        max_length=1,
+        description='For a URL ending in {{1}} (a suffix each message gives): one example, e.g. ["summer2023"]',
+    )
 
     @model_validator(mode="after")
     def _target(self) -> TemplateButtonSpec:
@@ -44,6 +51,17 @@ class TemplateFields(RequestModel):
     category: Category = Field(description="MARKETING, UTILITY or AUTHENTICATION (Meta's categories)")
     header: str | None = Field(
         default=None, min_length=1, max_length=60, description="Text header; ≤ 1 variable"
+    )
+    header_format: HeaderFormat | None = Field(
+        default=None,
+        description="TEXT (the header above; the default when header is given) or a media header: "
+        "IMAGE, VIDEO, DOCUMENT, whose link each message gives in content.header",
+    )
+    header_handle: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="A media header's sample for Meta's review: the handle of Meta's Resumable "
+        "Upload API (4::…). Required for a media header on a Meta channel.",
     )
     body: str = Field(
         min_length=1,
@@ -77,6 +95,8 @@ class TemplateCreate(TemplateFields):
 class TemplatePatch(RequestModel):
     category: Category | None = None
     header: str | None = Field(default=None, max_length=60)
+    header_format: HeaderFormat | None = None
+    header_handle: str | None = Field(default=None, max_length=4096)
     body: str | None = Field(default=None, min_length=1, max_length=1024)
     footer: str | None = Field(default=None, max_length=60)
     buttons: list[TemplateButtonSpec] | None = Field(default=None, max_length=10)
@@ -95,11 +115,17 @@ class Template(BaseModel):
     status: str = Field(description="Meta's review (PENDING, APPROVED, REJECTED, PAUSED, …) or LOCAL")
     reason: str | None
     header: str | None
+    header_format: HeaderFormat | None = Field(description="TEXT, IMAGE, VIDEO, DOCUMENT; null: no header")
+    header_handle: str | None
     body: str
     footer: str | None
     buttons: list[dict[str, Any]]
     variables: list[str] = Field(description="In the template's parameter order")
     variable_style: Literal["named", "positional"]
+    parameter_format: Literal["POSITIONAL", "NAMED"] = Field(
+        description="How Meta holds the variables: NAMED templates are sent with each parameter's "
+        "parameter_name (Herald creates named templates NAMED), POSITIONAL ones in order"
+    )
     examples: dict[str, str]
     created_at: datetime
     updated_at: datetime
@@ -122,7 +148,7 @@ class Synced(BaseModel):
 
 
 def template_view(r: Row[Any]) -> Template:
-    return Template.model_validate(dict(r._mapping))
+    return Template.model_validate({**r._mapping, "header_format": td.header_format_of(r)})
 
 
 def template_routers(sender: Sender) -> list[APIRouter]:

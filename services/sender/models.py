@@ -241,11 +241,17 @@ template_catalogue = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("header", sa.Text, nullable=True),
+    #: TEXT (``header``), IMAGE, VIDEO or DOCUMENT (the link comes with each message); None: no header
+    sa.Column("header_format", sa.Text, nullable=True),
+    #: the sample of a media header Meta reviews (a Resumable Upload handle)
+    sa.Column("header_handle", sa.Text, nullable=True),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("footer", sa.Text, nullable=True),
     sa.Column("buttons", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
     sa.Column("variables", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
     sa.Column("variable_style", sa.Text, nullable=False),
+    #: Meta's parameter_format: POSITIONAL (sent in order) or NAMED (sent with parameter_name)
+    sa.Column("parameter_format", sa.Text, nullable=False, server_default=sa.text("'POSITIONAL'")),
     sa.Column("examples", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("meta_template_id", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -216,7 +216,14 @@ def routers(sender: Sender) -> list[APIRouter]:
             )
             for m in body.messages
         ]
-        reqs = [await resolve_variables(tenant.id, r, f"messages.{i}.") for i, r in enumerate(reqs)]
+        try:  # one catalogue look-up for the whole batch
+            reqs = await catalogue.resolve_many(
+                sender, tenant.id, reqs, prefixes=[f"messages.{i}." for i in range(len(reqs))]
+            )
+        except catalogue.TemplateInvalid as exc:
+            raise ApiError(
+                422, "invalid_request", str(exc), details=[{"field": exc.field, "problem": exc.problem}]
+            ) from exc
         items = await request_messages(sender, tenant.id, reqs)
         return BatchAcceptedList(
             accepted=sum(1 for i in items if i.created),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -84,8 +85,17 @@ async def create(sender: Sender, tenant_id: uuid.UUID, data: dict[str, Any]) -> 
         footer=data.get("footer"),
         declared=data.get("variables") or [],
         examples=data.get("examples") or {},
+        header_format=data.get("header_format"),
+        buttons=data.get("buttons") or [],
     )
+    header_format = (data.get("header_format") or ("TEXT" if data.get("header") else "")).upper() or None
     channel = await _channel(sender, tenant_id, data.get("channel_id"))
+    if channel.provider == "meta" and header_format in td.MEDIA_FORMATS and not data.get("header_handle"):
+        raise TemplateInvalid(
+            "header_handle",
+            f"Meta reviews an {header_format} header with a sample: upload one with Meta's Resumable "
+            "Upload API and give its handle (4::…)",
+        )
     async with sender.runtime.engine.connect() as conn:
         if await trepo.find(conn, tenant_id, data["name"], data["language"]) is not None:
             raise TemplateInvalid(
@@ -103,26 +113,24 @@ async def create(sender: Sender, tenant_id: uuid.UUID, data: dict[str, Any]) -> 
         "status": td.LOCAL,
         "reason": f"kept in Herald: {channel.provider} channels have no Meta templates, so it is sent as text",
         "header": data.get("header"),
+        "header_format": header_format,
+        "header_handle": data.get("header_handle"),
         "body": data["body"],
         "footer": data.get("footer"),
         "buttons": data.get("buttons") or [],
         "variables": parts.variables,
         "variable_style": parts.style,
+        "parameter_format": td.parameter_format_for(parts.style),
         "examples": data.get("examples") or {},
         "meta_template_id": None,
         "created_at": now,
         "updated_at": now,
     }
     if channel.provider == "meta":
-        draft = _Draft(row)
-        body = {
-            "name": row["name"],
-            "language": row["language"],
-            "category": row["category"],
-            "components": td.meta_components(draft),
-        }
         try:
-            answer = await _meta(sender).create(sender.channel_config(channel), body)
+            answer = await _meta(sender).create(
+                sender.channel_config(channel), td.meta_create_body(_Draft(row))
+            )
         except ProviderError as exc:
             raise _meta_error(exc) from exc
         row |= {
@@ -158,7 +166,21 @@ async def update(
     sender: Sender, tenant_id: uuid.UUID, template_id: uuid.UUID, changes: dict[str, Any]
 ) -> Row[Any]:
     current = await get(sender, tenant_id, template_id)
-    merged = {k: current._mapping[k] for k in ("category", "header", "body", "footer", "buttons", "examples")}
+    merged = {
+        k: current._mapping[k]
+        for k in (
+            "category",
+            "header",
+            "header_format",
+            "header_handle",
+            "body",
+            "footer",
+            "buttons",
+            "examples",
+        )
+    }
+    if "header" in changes and "header_format" not in changes:
+        merged["header_format"] = "TEXT" if changes["header"] else None
     merged["variables"] = list(current.variables)
     merged |= changes
     if "variables" not in changes and any(k in changes for k in ("header", "body")):
@@ -172,8 +194,20 @@ async def update(
         footer=merged["footer"],
         declared=merged["variables"],
         examples=merged["examples"] or {},
+        header_format=merged["header_format"],
+        buttons=merged["buttons"] or [],
     )
+    if merged["header_format"]:
+        merged["header_format"] = str(merged["header_format"]).upper()
     values: dict[str, Any] = {**merged, "variables": parts.variables, "variable_style": parts.style}
+    if current.meta_template_id is None:
+        values["parameter_format"] = td.parameter_format_for(parts.style)
+    elif td.is_named(current) and parts.style != "named":
+        raise TemplateInvalid(
+            "body",
+            f"template {current.name!r} ({current.language}) is NAMED at Meta: keep named variables "
+            "({{first_name}}), or create a new template for positional ones",
+        )
     if current.status not in td.EDITABLE_STATUSES:
         raise TemplateConflict(
             f"template {current.name!r} ({current.language}) is {current.status}: Meta edits only APPROVED, "
@@ -270,13 +304,18 @@ async def _apply(sender: Sender, channel: Row[Any], items: list[dict[str, Any]])
                         **td.from_meta(item),
                     },
                 )
-            elif (existing.status, existing.reason) != (status, reason) or not existing.meta_template_id:
+            elif (
+                (existing.status, existing.reason) != (status, reason)
+                or not existing.meta_template_id
+                or _meta_format(item, existing) != existing.parameter_format
+            ):
                 row = await trepo.update(
                     conn,
                     existing.id,
                     status=status,
                     reason=reason,
                     meta_template_id=existing.meta_template_id or str(item.get("id") or "") or None,
+                    parameter_format=_meta_format(item, existing),
                     updated_at=now,
                 )
             else:
@@ -285,6 +324,13 @@ async def _apply(sender: Sender, channel: Row[Any], items: list[dict[str, Any]])
                 await _mirror(conn, row)
                 out.append(row)
     return out
+
+
+def _meta_format(item: dict[str, Any], existing: Row[Any]) -> str:
+    """Meta's ``parameter_format`` of a listed template; the catalogue's own when Meta omits it."""
+    if "parameter_format" not in item:
+        return str(existing.parameter_format)
+    return str(td.from_meta(item)["parameter_format"])
 
 
 async def sync_forever(sender: Sender) -> None:
@@ -312,47 +358,88 @@ async def sync_forever(sender: Sender) -> None:
 
 
 async def resolve(sender: Sender, tenant_id: uuid.UUID, req: MessageRequested) -> MessageRequested:
-    """Map named ``variables`` of the request's templates onto their parameters, in each
-    template's order (one indexed look-up, only when ``variables`` is set). Raises
-    ``TemplateInvalid`` naming what to fix."""
-    content, fallback = req.content, req.fallback_template
-    if not (isinstance(content, TemplateContent) and content.variables is not None) and not (
-        fallback is not None and fallback.variables is not None
-    ):
-        return req
+    """Check the request's templates against the catalogue and map named ``variables`` onto
+    their parameters, in each template's order (see ``resolve_many``)."""
+    return (await resolve_many(sender, tenant_id, [req]))[0]
+
+
+async def resolve_many(
+    sender: Sender, tenant_id: uuid.UUID, reqs: Sequence[MessageRequested], prefixes: Sequence[str] = ()
+) -> list[MessageRequested]:
+    """Check every request's templates (content and fallback) against the catalogue, read in one
+    indexed look-up for them all, and map named ``variables`` onto their parameters. A template
+    the catalogue does not have passes as given (Meta says what it thinks), unless it names
+    ``variables``. Raises ``TemplateInvalid`` naming what to fix (its field starts with
+    ``prefixes[i]``, e.g. ``messages.3.``, for the i-th request)."""
+    keys = {(t.name, t.language) for r in reqs for t in _templates_of(r)}
+    if not keys:
+        return list(reqs)
     async with sender.runtime.engine.connect() as conn:
-        if isinstance(content, TemplateContent) and content.variables is not None:
-            content = await _mapped(conn, tenant_id, content, "content")
-        if fallback is not None and fallback.variables is not None:
-            fallback = await _mapped(conn, tenant_id, fallback, "fallback_template")
-    return req.model_copy(update={"content": content, "fallback_template": fallback})
+        found = await trepo.find_many(conn, tenant_id, keys)
+    out = []
+    for i, req in enumerate(reqs):
+        at = prefixes[i] if prefixes else ""
+        content, fallback = req.content, req.fallback_template
+        if isinstance(content, TemplateContent):
+            content = _checked(found.get((content.name, content.language)), content, f"{at}content")
+        if fallback is not None:
+            fallback = _checked(
+                found.get((fallback.name, fallback.language)), fallback, f"{at}fallback_template"
+            )
+        if content is not req.content or fallback is not req.fallback_template:
+            req = req.model_copy(update={"content": content, "fallback_template": fallback})
+        out.append(req)
+    return out
 
 
-async def _mapped(conn: Any, tenant_id: uuid.UUID, content: TemplateContent, where: str) -> TemplateContent:
-    if content.body_params:
+def _templates_of(req: MessageRequested) -> list[TemplateContent]:
+    found = [req.content] if isinstance(req.content, TemplateContent) else []
+    return [*found, *([req.fallback_template] if req.fallback_template is not None else [])]
+
+
+def mapped_content(template: Row[Any], content: TemplateContent) -> TemplateContent:
+    """``content`` checked against its catalogue ``template`` and with its named ``variables``
+    mapped onto the template's parameters, in the template's order and format
+    (``TemplateInvalid`` names what does not fit). The single message and every campaign
+    recipient go through it."""
+    return _checked(template, content, "content")
+
+
+def _checked(template: Row[Any] | None, content: TemplateContent, where: str) -> TemplateContent:
+    if content.variables is not None and content.body_params:
         raise TemplateInvalid(f"{where}.variables", "give either variables or body_params, not both")
-    template = await trepo.find(conn, tenant_id, content.name, content.language)
     if template is None:
+        if content.variables is None:
+            return content
         raise TemplateInvalid(
             f"{where}.name",
             f"no template {content.name!r} in {content.language} in the catalogue: create it with "
             "POST /v1/templates (or sync it), or give body_params",
         )
-    try:
-        return mapped_content(template, content)
-    except TemplateInvalid as exc:
-        raise TemplateInvalid(f"{where}.variables", exc.problem) from None
-
-
-def mapped_content(template: Any, content: TemplateContent) -> TemplateContent:
-    """``content`` with its named ``variables`` mapped onto ``template``'s parameters, in the
-    template's order (``TemplateInvalid`` names a missing or unknown one). Pure: the single
-    message and every campaign recipient go through it."""
-    mapped = td.map_variables(template, content.variables or {})
+    td.check_request(template, content, where)
+    named = td.is_named(template)  # Meta wants each parameter by name, and refuses them in order
     header = content.header
-    if mapped.header_text is not None:
-        header = TemplateHeader(type="text", text=mapped.header_text)
-    return content.model_copy(update={"body_params": mapped.body_params, "header": header})
+    if content.variables is not None:
+        try:
+            mapped = td.map_variables(template, content.variables)
+        except TemplateInvalid as exc:
+            raise TemplateInvalid(f"{where}.variables", exc.problem) from None
+        body_params, body_names, header_name = mapped.body_params, mapped.body_names, mapped.header_name
+        if mapped.header_text is not None:
+            header = TemplateHeader(type="text", text=mapped.header_text)
+    else:  # positional: the names, for a NAMED template, are the template's own in order
+        body_params, body_names = content.body_params, td.placeholders(template.body)
+        header_name = next(iter(td.placeholders(template.header)), None)
+    # the catalogue says the format: names for a NAMED template, none for a POSITIONAL one
+    if header is not None and header.type == "text":
+        header = header.model_copy(update={"parameter_name": header_name if named else None})
+    return content.model_copy(
+        update={
+            "body_params": body_params,
+            "body_param_names": body_names if named and body_params else None,
+            "header": header,
+        }
+    )
 
 
 async def as_text(
@@ -364,8 +451,12 @@ async def as_text(
         template = await trepo.find(conn, tenant_id, content.name, content.language)
     if template is None:
         return None
-    header = content.header.text if content.header is not None and content.header.type == "text" else None
-    text = td.render_text(template, header, content.body_params)
+    header, link = None, None
+    if content.header is not None:
+        header, link = (
+            (content.header.text, None) if content.header.type == "text" else (None, content.header.link)
+        )
+    text = td.render_text(template, header, content.body_params, header_link=link, buttons=content.buttons)
     note = f"template {content.name!r} ({content.language}) rendered locally and sent as text"
     return TextContent(body=text[:4096]), note
 

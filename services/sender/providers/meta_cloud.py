@@ -71,7 +71,8 @@ TITLES: dict[int, str] = {
     132001: "template does not exist in this language",
     132005: "template text too long after parameters",
     132007: "template violates WhatsApp's format policy",
-    132012: "template parameter format mismatch",
+    132012: "template parameter format mismatch: parameters must match the approved template "
+    "(NAMED or POSITIONAL, media header type): POST /v1/templates/sync so the catalogue knows it",
     132015: "template is paused",
     132016: "template is disabled",
     133010: "business phone number not registered",
@@ -129,10 +130,21 @@ def body_for(to: str, content: Content) -> dict[str, Any]:
                 if h.type == "text"
                 else {"type": h.type, h.type: {"link": h.link}}
             )
+            if h.type == "text" and h.parameter_name:
+                param = {"type": "text", "parameter_name": h.parameter_name, "text": h.text}
             components.append({"type": "header", "parameters": [param]})
         if content.body_params:
+            names = content.body_param_names
             components.append(
-                {"type": "body", "parameters": [{"type": "text", "text": p} for p in content.body_params]}
+                {
+                    "type": "body",
+                    "parameters": [
+                        {"type": "text", "parameter_name": names[i], "text": p}
+                        if names
+                        else {"type": "text", "text": p}
+                        for i, p in enumerate(content.body_params)
+                    ],
+                }
             )
         for b in content.buttons:
             param = (
@@ -317,7 +329,7 @@ class MetaTemplates:
         url: str | None = f"{base}/{waba}/message_templates"
         params: dict[str, Any] | None = {
             "limit": 100,
-            "fields": "id,name,language,status,category,components,rejected_reason",
+            "fields": "id,name,language,status,category,components,rejected_reason,parameter_format",
         }
         items: list[dict[str, Any]] = []
         while url and len(items) < 10_000:

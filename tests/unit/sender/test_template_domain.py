@@ -97,3 +97,171 @@ def test_meta_components_are_positional_with_examples_in_order():
     assert footer == {"type": "FOOTER", "text": "Herald"}
     back = td.from_meta({"components": [header, body, footer]})
     assert back["variables"] == ["1", "2", "3"] and back["variable_style"] == "positional"
+
+
+def test_a_named_template_is_created_named_at_meta_with_named_examples():
+    t = template(header="Seat {{seat}}", category="UTILITY")
+    t.parameter_format = td.parameter_format_for(t.variable_style)
+    assert t.parameter_format == "NAMED"
+    body = td.meta_create_body(t)
+    assert body["parameter_format"] == "NAMED"
+    header, text, footer = body["components"]
+    assert header == {
+        "type": "HEADER",
+        "format": "TEXT",
+        "text": "Seat {{seat}}",
+        "example": {"header_text_named_params": [{"param_name": "seat", "example": "A7"}]},
+    }
+    assert text == {
+        "type": "BODY",
+        "text": BODY,
+        "example": {
+            "body_text_named_params": [
+                {"param_name": "attendee_name", "example": "Ana"},
+                {"param_name": "event", "example": "PyCon"},
+                {"param_name": "seat", "example": "A7"},
+            ]
+        },
+    }
+    back = td.from_meta({**body, "components": [header, text, footer]})
+    assert back["parameter_format"] == "NAMED"
+    assert back["variables"] == ["seat", "attendee_name", "event"]
+    assert back["examples"] == {"seat": "A7", "attendee_name": "Ana", "event": "PyCon"}
+
+
+def test_a_positional_template_has_no_parameter_format_and_maps_with_names_for_named_sends():
+    t = template(category="UTILITY", body="Hi {{1}}, seat {{2}}", examples={"1": "Ana", "2": "A7"})
+    t.parameter_format = td.parameter_format_for(t.variable_style)
+    assert t.parameter_format == "POSITIONAL" and "parameter_format" not in td.meta_create_body(t)
+    assert td.from_meta({"components": td.meta_components(t)})["parameter_format"] == "POSITIONAL"
+    mapped = td.map_variables(template(header="Seat {{seat}}"), {**EXAMPLES})
+    assert mapped.header_name == "seat" and mapped.body_names == ["attendee_name", "event", "seat"]
+
+
+OFFER_BUTTONS = [
+    {"type": "QUICK_REPLY", "text": "Stop"},
+    {"type": "URL", "text": "Shop", "url": "https://shop.example/offer?promo={{1}}", "example": ["summer"]},
+    {"type": "PHONE_NUMBER", "text": "Call", "phone_number": "16467043595"},
+]
+
+
+def offer(**kw):
+    t = template(header=None, buttons=OFFER_BUTTONS, **kw)
+    t.header_format = kw.get("header_format", "IMAGE")
+    t.header_handle = "4::aW1hZ2UvanBn:ARY"
+    return t
+
+
+def request(**kw):
+    from shared.events import TemplateContent
+
+    base = {"name": "ticket", "language": "en_US", "body_params": ["Ana", "PyCon", "A7"]}
+    return TemplateContent.model_validate(base | kw)
+
+
+IMAGE = {"type": "image", "link": "https://cdn.example/p.png"}
+SUFFIX = {"index": 1, "sub_type": "url", "parameter": "ana-10"}
+
+
+def test_a_media_header_and_a_url_variable_are_written_for_meta_and_read_back():
+    t = offer()
+    header, _body, _footer, buttons = td.meta_components(t)
+    assert header == {
+        "type": "HEADER",
+        "format": "IMAGE",
+        "example": {"header_handle": ["4::aW1hZ2UvanBn:ARY"]},
+    }
+    assert buttons == {"type": "BUTTONS", "buttons": OFFER_BUTTONS}
+    back = td.from_meta({"components": td.meta_components(t)})
+    assert (back["header_format"], back["header_handle"], back["header"]) == (
+        "IMAGE",
+        "4::aW1hZ2UvanBn:ARY",
+        None,
+    )
+    assert back["buttons"][1]["example"] == ["summer"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "field", "words"),
+    [
+        ({"header_format": "IMAGE", "header": "Hi"}, "header", "an IMAGE header has no text"),
+        ({"header_format": "TEXT"}, "header", "a TEXT header needs its text"),
+        (
+            {"buttons": [{"type": "URL", "text": "Go", "url": "https://x.example/{{1}}"}]},
+            "buttons.0.example",
+            "one example",
+        ),
+        (
+            {
+                "buttons": [
+                    {"type": "URL", "text": "Go", "url": "https://x.example/{{1}}/a", "example": ["a"]}
+                ]
+            },
+            "buttons.0",
+            "at the end",
+        ),
+    ],
+)
+def test_bad_media_headers_and_button_variables_name_the_field(kw, field, words):
+    args = dict(header=None, body=BODY, footer=None, declared=list(EXAMPLES), examples=EXAMPLES) | kw
+    with pytest.raises(td.TemplateInvalid) as err:
+        td.analyse(**args)
+    assert err.value.field == field and words in str(err.value), str(err.value)
+
+
+def test_a_request_is_checked_against_the_templates_header_and_buttons():
+    t = offer()
+    td.check_request(t, request(header=IMAGE, buttons=[SUFFIX]), "content")  # all there
+    td.check_request(
+        t,
+        request(
+            header=IMAGE, buttons=[SUFFIX, {"index": 0, "sub_type": "quick_reply", "parameter": "STOP:1"}]
+        ),
+        "content",
+    )
+    for kw, field, words in [
+        ({"buttons": [SUFFIX]}, "content.header", 'an IMAGE header: give {"type": "image"'),
+        (
+            {"header": {"type": "video", "link": "https://v.example/a.mp4"}, "buttons": [SUFFIX]},
+            "content.header",
+            "IMAGE header",
+        ),
+        ({"header": IMAGE}, "content.buttons", "URL button 1 ends in a variable"),
+        (
+            {"header": IMAGE, "buttons": [SUFFIX, {"index": 2, "sub_type": "url", "parameter": "x"}]},
+            "content.buttons",
+            "PHONE_NUMBER",
+        ),
+        (
+            {"header": IMAGE, "buttons": [SUFFIX, {"index": 5, "parameter": "x"}]},
+            "content.buttons",
+            "no button index 5",
+        ),
+        (
+            {"header": IMAGE, "buttons": [{**SUFFIX, "sub_type": "quick_reply"}]},
+            "content.buttons",
+            "sub_type url",
+        ),
+        (
+            {"header": IMAGE, "buttons": [SUFFIX], "body_params": ["Ana"]},
+            "content.body_params",
+            "3 body variable(s), 1 given",
+        ),
+    ]:
+        with pytest.raises(td.TemplateInvalid) as err:
+            td.check_request(t, request(**kw), "content")
+        assert err.value.field == field and words in str(err.value), (kw, str(err.value))
+    plain = template()
+    with pytest.raises(td.TemplateInvalid, match="has no header: remove it"):
+        td.check_request(plain, request(header={"type": "text", "text": "x"}), "content")
+
+
+def test_locally_a_media_header_is_its_link_and_a_url_button_its_filled_url():
+    t = offer()
+    text = td.render_text(
+        t, None, ["Ana", "PyCon", "A7"], header_link=IMAGE["link"], buttons=request(buttons=[SUFFIX]).buttons
+    )
+    assert text == (
+        "https://cdn.example/p.png\n\nHi Ana, your seat for PyCon is A7. See you, Ana!\n\nHerald\n\n"
+        "Stop | Shop: https://shop.example/offer?promo=ana-10 | Call"
+    )
