@@ -20,6 +20,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from services.sender import domain, sessions, status, templates
 from services.sender import repository as repo
 from services.sender.catalogues import record_opt_out, record_template_status
@@ -36,6 +38,7 @@ from services.sender.metrics import (
 from services.sender.outcomes import apply_delivery_status
 from services.sender.providers.base import Failure, ProviderError
 from services.sender.providers.gateway import SessionDown
+from shared import tracing
 from shared.db import UnitOfWork
 from shared.events import TemplateContent, utcnow
 from shared.logging import get_logger
@@ -129,9 +132,24 @@ class Dispatcher:
     def _start(self, job: Job) -> None:
         self.in_flight += 1
         self._in_flight_ids.add(job.id)
-        task = asyncio.create_task(self._send(job))
+        task = asyncio.create_task(self._send_traced(job) if tracing.enabled() else self._send(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _send_traced(self, job: Job) -> None:
+        """``_send`` in a span continuing the trace of the request that queued the message."""
+        with tracing.span(
+            "sender send",
+            parent=tracing.context_from(job.traceparent),
+            attributes={
+                "herald.message_id": str(job.id),
+                "herald.provider": job.provider,
+                "herald.attempt": job.attempts,
+            },
+        ) as current:
+            await self._send(job)
+            if current is not None and job.error is not None:
+                current.set_status(Status(StatusCode.ERROR, job.error.code or "provider error"))
 
     async def _send(self, job: Job) -> None:
         try:
@@ -156,7 +174,16 @@ class Dispatcher:
                 REQUEST_TO_PROVIDER.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
                 try:
                     assert provider is not None
-                    job.result = templates.noted(await provider.send(job.channel, job.outbound), note)
+                    with tracing.span(
+                        f"{job.provider} send",
+                        kind=SpanKind.CLIENT,
+                        attributes={
+                            "herald.provider": job.provider,
+                            "herald.channel_id": str(job.channel.id),
+                        },
+                    ):
+                        sent = await provider.send(job.channel, job.outbound)
+                    job.result = templates.noted(sent, note)
                     job.answered_at = utcnow()
                 except ProviderError as exc:
                     job.error = exc

@@ -45,6 +45,8 @@ messages = sa.Table(
     sa.Column("wait_reason", sa.Text, nullable=True),
     sa.Column("wait_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("sent_content", pg.JSONB, nullable=True),  # the fallback template that went out instead
+    # 0008: the trace context of the span that accepted the message (shared.tracing); NULL when off
+    sa.Column("traceparent", sa.Text, nullable=True),
     sa.Index(
         "ix_messages_due",
         "channel_id",
