@@ -312,21 +312,19 @@ class ServiceRuntime:
         guard: bool = True,
     ) -> FastAPI:
         """The service's FastAPI app. ``guard`` puts ``DoorGuard`` (body size, JSON depth, UTF-8)
-        outermost; pass False when something else wraps the app and the guard goes outside that
-        (and the HTTP tracing, when on: ``tracing.HttpTracing`` — one server span per request)."""
+        outermost; pass False when something else wraps the app and the guard goes outside that."""
         app = FastAPI(
             title=self.title,
             description=self.description,
             version=self.version,
             lifespan=self.lifespan,
             openapi_tags=openapi_tags,
+            telemetry=tracing.FASTAPI_TELEMETRY,  # type: ignore[arg-type]
         )
         install_error_handlers(app)
         service = self.service
 
         app.add_middleware(HttpMetrics, service=service)
-        if guard and tracing.enabled():
-            app.add_middleware(tracing.HttpTracing, service=service)
         if guard:  # added last: outermost, before metrics and routing see the body
             app.add_middleware(DoorGuard, max_body_bytes=self.settings.max_body_bytes)
 

@@ -13,8 +13,12 @@ Configured by the standard variables, once per process (``configure``):
 - ``OTEL_SERVICE_NAME``: defaults to ``herald-<service>``; ``OTEL_RESOURCE_ATTRIBUTES``,
   ``OTEL_TRACES_SAMPLER`` and ``OTEL_BSP_*`` are read by the SDK.
 
-Invariant: with tracing off nothing is installed — no consumer middleware, no HTTP middleware —
-and the only cost left on a hot path is one check of ``enabled()`` where an event is queued.
+HTTP server spans come from FastAPI's own telemetry (``FASTAPI_TELEMETRY``), which uses the global
+provider installed here; ingest's webhook fast path, which bypasses FastAPI, opens its own
+(``server_span``).
+
+Invariant: with tracing off nothing is installed — no consumer middleware, no provider — and the
+only cost left on a hot path is a check of ``enabled()`` where an event is queued or sent.
 """
 
 from __future__ import annotations
@@ -234,48 +238,51 @@ def consumer_middleware(service: str) -> type[BaseMiddleware]:
     return ConsumerTracing
 
 
-class HttpTracing:
-    """Pure ASGI middleware: one SERVER span per HTTP request, named by the route template once
-    the router matched it. A ``traceparent`` header from the caller is continued. Installed only
-    when tracing is on."""
+#: operations endpoints polled every few seconds: a span each would bury the traces that matter
+UNTRACED_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 
-    def __init__(self, app: Any, *, service: str) -> None:
-        self.app = app
-        self.service = service
+#: ``FastAPI(telemetry=…)``: FastAPI (0.165+) makes the SERVER span of each request itself, from
+#: the global tracer provider ``configure`` installs (nothing at all while tracing is off); the
+#: per-dependency and per-endpoint spans are left out, so a trace reads one span per hop
+FASTAPI_TELEMETRY: dict[str, Any] = {
+    "operation_spans": False,
+    "exclude": lambda scope: scope.get("path") in UNTRACED_PATHS,
+}
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") in ("/livez", "/readyz", "/metrics"):
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        parent = context_from(headers.get("traceparent"), headers.get("tracestate"))
-        method = scope["method"]
-        with _tracer.start_as_current_span(
-            f"{self.service} {method}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope.get("path", "")},
-        ) as current:
 
-            async def send_with_status(message: dict[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    current.set_attribute("http.response.status_code", status)
-                    if status >= 500:
-                        current.set_status(Status(StatusCode.ERROR))
-                await send(message)
+def server_span(scope: dict[str, Any], route: str) -> contextlib.AbstractContextManager[Span | None]:
+    """A SERVER span for an HTTP request an ASGI app answers without FastAPI (ingest's webhook
+    fast path), continuing the caller's ``traceparent`` header; None at no cost when off."""
+    if not _enabled:
+        return _OFF
+    parent = tracestate = None
+    for key, value in scope.get("headers", ()):
+        name = key.lower()
+        if name == b"traceparent":
+            parent = value.decode("latin-1")
+        elif name == b"tracestate":
+            tracestate = value.decode("latin-1")
+    method = scope.get("method", "HTTP")
+    return _tracer.start_as_current_span(
+        f"{method} {route}",
+        context=context_from(parent, tracestate),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "http.route": route, "url.path": scope.get("path", "")},
+    )
 
-            try:
-                await self.app(scope, receive, send_with_status)
-            finally:
-                route = getattr(scope.get("route"), "path", None)
-                if route:
-                    current.update_name(f"{self.service} {method} {route}")
-                    current.set_attribute("http.route", route)
+
+def record_status(span: Span | None, status: int) -> None:
+    """The HTTP status on a server span; a 5xx marks it failed (a 4xx is the caller's error)."""
+    if span is None:
+        return
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
 
 
 __all__ = [
-    "HttpTracing",
+    "FASTAPI_TELEMETRY",
+    "UNTRACED_PATHS",
     "add_trace_ids",
     "configure",
     "consumer_middleware",
@@ -285,6 +292,8 @@ __all__ = [
     "enabled",
     "extract",
     "inject",
+    "record_status",
+    "server_span",
     "shutdown",
     "span",
     "trace_ids",

@@ -17,7 +17,6 @@ from services.ingest.models import SCHEMA, metadata
 from services.ingest.pipeline import WebhookPipeline
 from services.ingest.routes import build_webhook_routes
 from services.ingest.settings import IngestSettings
-from shared import tracing
 from shared.api import ERROR_RESPONSES, ApiError
 from shared.door import DoorGuard
 from shared.events import (
@@ -125,7 +124,5 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
     app = runtime.create_app([api, *webhook_routes], guard=False)
     # provider webhooks skip FastAPI's per-request machinery (see services/ingest/fastpath.py), so
     # the one body guard (size, JSON depth, UTF-8) sits outside the fast path, in front of both
-    fast: Any = WebhookFastPath(pipeline.process, app)
-    if tracing.enabled():  # one server span per request, webhooks included
-        fast = tracing.HttpTracing(fast, service=runtime.service)
+    fast = WebhookFastPath(pipeline.process, app)
     return runtime, DoorGuard(fast, max_body_bytes=settings.max_body_bytes)
