@@ -27,6 +27,7 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import structlog
 from faststream import BaseMiddleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -207,7 +208,8 @@ def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dic
 
 def consumer_middleware(service: str) -> type[BaseMiddleware]:
     """FastStream middleware: one CONSUMER span per delivered event, child of the context the
-    envelope carries (``<service> handle <routing key>``). Installed only when tracing is on."""
+    envelope carries (``<service> handle <routing key>``); log lines written meanwhile carry the
+    event's id and correlation id besides the trace's. Installed only when tracing is on."""
 
     class ConsumerTracing(BaseMiddleware):
         async def consume_scope(self, call_next: Any, msg: Any) -> Any:
@@ -219,19 +221,27 @@ def consumer_middleware(service: str) -> type[BaseMiddleware]:
                     parent = extract(decoded)
             except Exception:  # a body that does not decode fails in the handler, with its reason
                 decoded = None
-            attributes = {
+            attributes: dict[str, Any] = {
                 "messaging.system": "rabbitmq",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": routing_key,
                 "messaging.rabbitmq.destination.routing_key": routing_key,
             }
-            if isinstance(decoded, dict) and isinstance(decoded.get("id"), str):
-                attributes["messaging.message.id"] = decoded["id"]
-            with _tracer.start_as_current_span(
-                f"{service} handle {routing_key}",
-                context=parent,
-                kind=SpanKind.CONSUMER,
-                attributes=attributes,
+            ids: dict[str, str] = {}  # for the log lines written while the event is handled
+            if isinstance(decoded, dict):
+                if isinstance(decoded.get("id"), str):
+                    attributes["messaging.message.id"] = ids["event_id"] = decoded["id"]
+                data = decoded.get("data")
+                if isinstance(data, dict) and isinstance(data.get("correlation_id"), str):
+                    attributes["herald.correlation_id"] = ids["correlation_id"] = data["correlation_id"]
+            with (
+                _tracer.start_as_current_span(
+                    f"{service} handle {routing_key}",
+                    context=parent,
+                    kind=SpanKind.CONSUMER,
+                    attributes=attributes,
+                ),
+                structlog.contextvars.bound_contextvars(**ids),
             ):
                 return await call_next(msg)
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
 
+import structlog
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.sender import domain, sessions, status, templates
@@ -36,7 +39,7 @@ from services.sender.metrics import (
     SENT,
 )
 from services.sender.outcomes import apply_delivery_status
-from services.sender.providers.base import Failure, ProviderError
+from services.sender.providers.base import Failure, ProviderError, SendResult
 from services.sender.providers.gateway import SessionDown
 from shared import tracing
 from shared.db import UnitOfWork
@@ -147,9 +150,35 @@ class Dispatcher:
                 "herald.attempt": job.attempts,
             },
         ) as current:
-            await self._send(job)
+            ids = {
+                "message_id": str(job.id),
+                **({"correlation_id": job.correlation_id} if job.correlation_id else {}),
+            }
+            with structlog.contextvars.bound_contextvars(**ids):
+                await self._send(job)
             if current is not None and job.error is not None:
                 current.set_status(Status(StatusCode.ERROR, job.error.code or "provider error"))
+
+    @staticmethod
+    async def _traced_call(job: Job, call: Awaitable[SendResult]) -> SendResult:
+        """The provider call in a CLIENT span (the adapter's HTTP request, or the sandbox's write)."""
+        attributes: dict[str, Any] = {
+            "herald.provider": job.provider,
+            "herald.channel_id": str(job.channel.id),
+        }
+        address = urlsplit(job.channel.base_url).hostname if job.channel.base_url else None
+        if address:
+            attributes["server.address"] = address
+        with tracing.span(f"{job.provider} send", kind=SpanKind.CLIENT, attributes=attributes) as current:
+            try:
+                sent = await call
+            except ProviderError as exc:
+                if current is not None:
+                    current.set_attribute("error.type", exc.code or str(exc.failure))
+                raise
+            if current is not None:
+                current.set_attribute("herald.provider_message_id", sent.provider_message_id)
+            return sent
 
     async def _send(self, job: Job) -> None:
         try:
@@ -174,15 +203,8 @@ class Dispatcher:
                 REQUEST_TO_PROVIDER.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
                 try:
                     assert provider is not None
-                    with tracing.span(
-                        f"{job.provider} send",
-                        kind=SpanKind.CLIENT,
-                        attributes={
-                            "herald.provider": job.provider,
-                            "herald.channel_id": str(job.channel.id),
-                        },
-                    ):
-                        sent = await provider.send(job.channel, job.outbound)
+                    call = provider.send(job.channel, job.outbound)
+                    sent = await (self._traced_call(job, call) if tracing.enabled() else call)
                     job.result = templates.noted(sent, note)
                     job.answered_at = utcnow()
                 except ProviderError as exc:
