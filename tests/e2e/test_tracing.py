@@ -31,7 +31,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from devtools.processes import ServiceProcess, free_port, herald_cli, ingest_env, pipeline_env, wait_for
 from tests.conftest import Infra
-from tests.e2e.sender.conftest import TOKEN, MetaThread
 
 pytestmark = pytest.mark.e2e
 TRACED = ("ingest", "pipeline", "sender")
@@ -120,16 +119,6 @@ def collector() -> Iterator[Collector]:
 
 
 @pytest.fixture(scope="module")
-def meta() -> Iterator[MetaThread]:
-    """The provider stand-in: a local server speaking Meta's Cloud API."""
-    server = MetaThread().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def traced(
     infra: Infra, collector: Collector, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
@@ -191,26 +180,9 @@ def assert_one_tree(spans: list[ExportedSpan], root_parent: str) -> None:
     assert all(s.parent_span_id in ids for s in spans), [(s.name, s.parent_span_id) for s in spans]
 
 
-def test_one_trace_holds_every_service_an_order_notice_crossed(
-    traced: dict[str, Any], collector: Collector, meta: MetaThread
-):
+def test_one_trace_holds_every_service_an_order_notice_crossed(traced: dict[str, Any], collector: Collector):
     c = clients(traced)
     ingest, pipeline, sender = c["ingest"], c["pipeline"], c["sender"]
-    phone_number_id = uuid.uuid4().hex[:15]
-    channel = sender.post(
-        "/v1/channels",
-        json={
-            "name": "meta",
-            "provider": "meta",
-            "base_url": meta.url,
-            "is_default": True,
-            "enforce_window": False,
-            "settings": {"phone_number_id": phone_number_id},
-            "credentials": {"access_token": TOKEN},
-            "pair_interval_seconds": 0,
-        },
-    )
-    assert channel.status_code == 201, channel.text
     rule = {
         "name": "ready-notice",
         "event_type": "order.status_changed",
@@ -240,23 +212,25 @@ def test_one_trace_holds_every_service_an_order_notice_crossed(
     posted = ingest.post("/v1/events", json=event, headers={"traceparent": f"00-{trace_id}-{caller_span}-01"})
     assert posted.status_code == 202, posted.text
 
-    wait_for(lambda: meta.received_for(phone_number_id), 60, "the notice at the Cloud API stand-in")
+    def sent() -> list[dict[str, Any]] | None:
+        items = sender.get("/v1/sandbox/messages", params={"limit": 100}).json()["items"]
+        return [m for m in items if m["text"] == f"Order {order_id} is ready"] or None
+
+    wait_for(sent, 60, "the notice at the sandbox provider")
 
     expected = {
         ("herald-ingest", "SPAN_KIND_SERVER", "POST /v1/events"),
         ("herald-pipeline", "SPAN_KIND_CONSUMER", "pipeline handle order.status_changed.v1"),
         ("herald-sender", "SPAN_KIND_CONSUMER", "sender handle message.requested.v1"),
         ("herald-sender", "SPAN_KIND_INTERNAL", "sender send"),
-        ("herald-sender", "SPAN_KIND_CLIENT", "meta send"),
+        ("herald-sender", "SPAN_KIND_CLIENT", "sandbox send"),
     }
 
     spans = wait_trace(collector, trace_id, expected)
     assert_one_tree(spans, caller_span)
     by_name = {s.name: s for s in spans}
     assert by_name["POST /v1/events"].parent_span_id == caller_span
-    call = by_name["meta send"]
-    assert call.parent_span_id == by_name["sender send"].span_id
-    assert call.attributes["server.address"] == "127.0.0.1" and call.attributes["herald.provider_message_id"]
+    assert by_name["sandbox send"].parent_span_id == by_name["sender send"].span_id
     assert by_name["sender send"].parent_span_id == by_name["sender handle message.requested.v1"].span_id
     assert by_name["POST /v1/events"].attributes["http.response.status_code"] == 202
 

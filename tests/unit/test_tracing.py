@@ -126,3 +126,27 @@ def test_log_lines_inside_a_span_carry_its_trace_and_span_ids(spans: InMemorySpa
     ctx = current.get_span_context()
     for line in (inside, stdlib):
         assert line["trace_id"] == f"{ctx.trace_id:032x}" and line["span_id"] == f"{ctx.span_id:016x}"
+
+
+def test_a_service_built_with_tracing_off_installs_no_tracing_at_all(monkeypatch: pytest.MonkeyPatch):
+    """The hot paths stay as they were: no consumer middleware, no tracer provider for FastAPI."""
+    from opentelemetry import trace
+
+    from services.sender.app import build
+
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    tracing.disable()
+    runtime, _app = build()
+    names = [getattr(m, "__name__", type(m).__name__) for m in runtime.broker.middlewares]
+    assert "ConsumerTracing" not in names, names
+    assert not tracing.enabled()
+    assert not trace.get_current_span().get_span_context().is_valid
+    assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
+
+
+def test_a_service_built_with_tracing_on_traces_its_consumers(spans: InMemorySpanExporter):
+    from services.sender.app import build
+
+    runtime, _app = build()
+    names = [getattr(m, "__name__", type(m).__name__) for m in runtime.broker.middlewares]
+    assert "ConsumerTracing" in names, names
