@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction, create_async_engine
 
+from shared import tracing
 from shared.events import CloudEvent
 from shared.logging import get_logger
 
@@ -118,7 +119,9 @@ class UnitOfWork:
         self, event: CloudEvent[Any], *, priority: int | None = None, routing_key: str | None = None
     ) -> None:
         """Queue ``event`` to be written to the outbox at commit; ``routing_key`` defaults to the
-        event type (``shared.topology.routing_key`` for the events routed by origin)."""
+        event type (``shared.topology.routing_key`` for the events routed by origin). Queued inside
+        a span, the event carries its trace context through the outbox."""
+        event = tracing.inject(event)
         self._pending.append(
             {
                 "event_id": event.id,

@@ -5,7 +5,9 @@ Every event travels as a structured-mode CloudEvent (JSON) on the topic exchange
 read with ``extra="ignore"`` so that a field added later never breaks an older reader; a
 breaking change gets a new version (``…v2``) and both are published during a migration.
 
-Tenancy travels in the CloudEvents extension attribute ``tenantid``.
+Tenancy travels in the CloudEvents extension attribute ``tenantid``; the W3C trace context of
+the span that produced an event in ``traceparent``/``tracestate`` (the CloudEvents
+distributed-tracing extension, ``shared.tracing``), present only when tracing is on.
 """
 
 from __future__ import annotations
@@ -507,7 +509,25 @@ class CloudEvent(BaseModel, Generic[D]):
     datacontenttype: Literal["application/json"] = "application/json"
     subject: str | None = None
     tenantid: uuid.UUID = Field(description="CloudEvents extension: the tenant the event belongs to.")
+    #: omitted from the JSON when absent, so envelopes stay the same size with tracing off
+    traceparent: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="CloudEvents distributed-tracing extension: the W3C traceparent of the producer's span.",
+    )
+    tracestate: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="CloudEvents distributed-tracing extension: the W3C tracestate, with traceparent.",
+    )
     data: D
+
+    @field_validator("traceparent", "tracestate", mode="before")
+    @classmethod
+    def _tolerant_trace_context(cls, value: Any) -> str | None:
+        # tracing is best effort: a malformed context from another publisher is dropped, never
+        # a reason to refuse the event (W3C: traceparent is 55 characters, tracestate ≤ 512)
+        return value if isinstance(value, str) and 0 < len(value) <= 512 else None
 
     @field_validator("type")
     @classmethod

@@ -14,6 +14,8 @@ from typing import Any
 
 import structlog
 
+from shared.tracing import add_trace_ids
+
 SENSITIVE_KEYS = frozenset(
     {
         "text",
@@ -89,6 +91,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        add_trace_ids,
         mask_sensitive,
     ]
     renderer = (

@@ -35,6 +35,7 @@ from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi.site import get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from shared import tracing
 from shared.api import install_error_handlers
 from shared.crypto import SecretBox
 from shared.db import UnitOfWork, create_engine, retry_transient
@@ -125,6 +126,8 @@ class ServiceRuntime:
         self.title = title
         self.description = description
         self.version = version
+        # before the broker: its consumer middleware exists only when tracing is on
+        traced = tracing.configure(self.service)
         self.engine = create_engine(
             settings.database_url, pool_size=settings.db_pool_size, application_name=f"herald-{self.service}"
         )
@@ -143,7 +146,10 @@ class ServiceRuntime:
             logger=get_logger(f"herald.{self.service}.broker"),
             # per-message "Received/Processed" lines: DEBUG, or they dominate the cost of a send
             log_level=logging.DEBUG,
-            middlewares=[_consumer_metrics_middleware(self.service)],
+            middlewares=[
+                _consumer_metrics_middleware(self.service),
+                *([tracing.consumer_middleware(self.service)] if traced else []),
+            ],
             description=description,
         )
         self.relay = OutboxRelay(
@@ -272,6 +278,7 @@ class ServiceRuntime:
                 except Exception:
                     log.exception("shutdown hook failed", hook=name)
             await self.engine.dispose()
+            tracing.shutdown()
             log.info("service stopped")
 
     # --- health --------------------------------------------------------------------------
@@ -312,6 +319,7 @@ class ServiceRuntime:
             version=self.version,
             lifespan=self.lifespan,
             openapi_tags=openapi_tags,
+            telemetry=tracing.FASTAPI_TELEMETRY,  # type: ignore[arg-type]
         )
         install_error_handlers(app)
         service = self.service

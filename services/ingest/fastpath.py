@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from services.ingest.webhooks import PROVIDERS
+from shared import tracing
 from shared.api import ApiError
 from shared.door import send_json
 from shared.logging import get_logger
@@ -45,8 +46,10 @@ class WebhookFastPath:
             return
         provider, source_id = parts[2], parts[3]
         started = time.perf_counter()
-        status, answer, headers = await self._handle(provider, source_id, scope, receive)
-        await send_json(send, status, answer, extra_headers=headers)
+        with tracing.server_span(scope, ROUTES[provider]) as span:  # FastAPI's telemetry is skipped too
+            status, answer, headers = await self._handle(provider, source_id, scope, receive)
+            tracing.record_status(span, status)
+            await send_json(send, status, answer, extra_headers=headers)
         HTTP_LATENCY.labels("ingest", "POST", ROUTES[provider]).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels("ingest", "POST", ROUTES[provider], str(status)).inc()
 

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest import normalise, repository, verify
 from services.ingest.normalise import DEFAULT_KEYWORDS, Context, Fact, Keywords
+from shared import tracing
 from shared.crypto import SecretBox, lookup_hash
 from shared.events import new_event
 from shared.logging import get_logger
@@ -353,7 +354,7 @@ async def receive(
         if fact.media is not None:
             data = data.model_copy(update={"media": {**(data.media or {}), "pending": fact.media}})  # type: ignore[attr-defined]
         event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{source.tenant_id}:{source.provider}:{fact.key}"))
-        event = new_event(data, tenant_id=source.tenant_id, source=src, event_id=event_id)
+        event = tracing.inject(new_event(data, tenant_id=source.tenant_id, source=src, event_id=event_id))
         keys.append(fact.key)
         ids.append(event_id)
         types.append(event.type)

@@ -21,6 +21,7 @@ from services.sender.channels import default_channel_id
 from services.sender.context import Sender
 from services.sender.domain import request_fingerprint
 from services.sender.metrics import CHECK_FAILURES
+from shared import tracing
 from shared.db import UnitOfWork
 from shared.events import CloudEvent, MessageRequested, utcnow
 
@@ -103,6 +104,7 @@ def _row(
         "priority": req.priority,
         "origin": req.origin,
         "correlation_id": req.correlation_id,
+        "traceparent": tracing.traceparent(),
         "status": "failed" if failure else "queued",
         "status_reason": failure,
         "error_code": "unknown_channel" if failure else None,

@@ -45,6 +45,7 @@ class Job:
     origin: str
     pair_interval: float
     recipient_hash: str
+    traceparent: str | None = None  # of the span that accepted the message (shared.tracing)
     rate: float = 0.0  # the channel's paced rate (slots 1/rate apart); 0: not paced
     note: str | None = None
     answered_at: datetime | None = None  # when the provider answered the send
@@ -206,6 +207,7 @@ async def claim_channel(sender: Sender, uow: UnitOfWork, ch: Row[Any], now: date
                 origin=r.origin,
                 pair_interval=ch.pair_interval_seconds,
                 recipient_hash=r.recipient_hash,
+                traceparent=r.traceparent,
                 rate=rate,
                 note=a.note,
             )

@@ -15,10 +15,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.sender import domain, sessions, status, templates
 from services.sender import repository as repo
@@ -35,8 +40,9 @@ from services.sender.metrics import (
     SENT,
 )
 from services.sender.outcomes import apply_delivery_status
-from services.sender.providers.base import Failure, ProviderError
+from services.sender.providers.base import Failure, ProviderError, SendResult
 from services.sender.providers.gateway import SessionDown
+from shared import tracing
 from shared.db import UnitOfWork
 from shared.events import TemplateContent, utcnow
 from shared.logging import get_logger
@@ -130,9 +136,50 @@ class Dispatcher:
     def _start(self, job: Job) -> None:
         self.in_flight += 1
         self._in_flight_ids.add(job.id)
-        task = asyncio.create_task(self._send(job))
+        task = asyncio.create_task(self._send_traced(job) if tracing.enabled() else self._send(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _send_traced(self, job: Job) -> None:
+        """``_send`` in a span continuing the trace of the request that queued the message."""
+        with tracing.span(
+            "sender send",
+            parent=tracing.context_from(job.traceparent),
+            attributes={
+                "herald.message_id": str(job.id),
+                "herald.provider": job.provider,
+                "herald.attempt": job.attempts,
+            },
+        ) as current:
+            ids = {
+                "message_id": str(job.id),
+                **({"correlation_id": job.correlation_id} if job.correlation_id else {}),
+            }
+            with structlog.contextvars.bound_contextvars(**ids):
+                await self._send(job)
+            if current is not None and job.error is not None:
+                current.set_status(Status(StatusCode.ERROR, job.error.code or "provider error"))
+
+    @staticmethod
+    async def _traced_call(job: Job, call: Awaitable[SendResult]) -> SendResult:
+        """The provider call in a CLIENT span (the adapter's HTTP request, or the sandbox's write)."""
+        attributes: dict[str, Any] = {
+            "herald.provider": job.provider,
+            "herald.channel_id": str(job.channel.id),
+        }
+        address = urlsplit(job.channel.base_url).hostname if job.channel.base_url else None
+        if address:
+            attributes["server.address"] = address
+        with tracing.span(f"{job.provider} send", kind=SpanKind.CLIENT, attributes=attributes) as current:
+            try:
+                sent = await call
+            except ProviderError as exc:
+                if current is not None:
+                    current.set_attribute("error.type", exc.code or str(exc.failure))
+                raise
+            if current is not None:
+                current.set_attribute("herald.provider_message_id", sent.provider_message_id)
+            return sent
 
     async def _send(self, job: Job) -> None:
         try:
@@ -157,7 +204,9 @@ class Dispatcher:
                 REQUEST_TO_PROVIDER.observe(max(0.0, (utcnow() - job.created_at).total_seconds()))
                 try:
                     assert provider is not None
-                    job.result = templates.noted(await provider.send(job.channel, job.outbound), note)
+                    call = provider.send(job.channel, job.outbound)
+                    sent = await (self._traced_call(job, call) if tracing.enabled() else call)
+                    job.result = templates.noted(sent, note)
                     job.answered_at = utcnow()
                 except ProviderError as exc:
                     job.error = exc

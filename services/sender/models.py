@@ -47,6 +47,8 @@ messages = sa.Table(
     sa.Column("sent_content", pg.JSONB, nullable=True),  # the fallback template that went out instead
     # issue 12 §3 (0008): the campaign the message is one recipient of
     sa.Column("campaign_id", pg.UUID(as_uuid=True), nullable=True),
+    # 0010: the trace context of the span that accepted the message (shared.tracing); NULL when off
+    sa.Column("traceparent", sa.Text, nullable=True),
     sa.Index(
         "ix_messages_due",
         "channel_id",

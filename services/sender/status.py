@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 
 from services.sender import repository as repo
+from shared import tracing
 from shared.db import UnitOfWork, notify_channel
 from shared.events import CloudEvent, MessageStatusChanged, new_event, utcnow
 from shared.service import ServiceRuntime
@@ -149,7 +150,7 @@ async def record_accepted(
     history line and its ``message.status`` outbox event. False if the id or idempotency key
     already exists (nothing written)."""
     now = utcnow()
-    event = change.event(now)
+    event = tracing.inject(change.event(now))
     return await repo.insert_queued(
         conn,
         row,
