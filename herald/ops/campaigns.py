@@ -158,7 +158,6 @@ def cmd_send(args: argparse.Namespace, client: Client) -> int:
     if not args.json:
         say(f"campaign {cid}" + (" (resuming the earlier run of this file)" if resumed else ""))
     progress = Progress(len(rows), args.json)
-    queued = refused = replayed = 0
     refusals: list[dict[str, Any]] = []
     size = args.page_size
     try:
