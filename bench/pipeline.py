@@ -19,7 +19,7 @@ concurrency ÷ (calls per draft × latency), per-agent p50/p99 and the RSS again
 (``PIPELINE_DB_POOL_SIZE``; the engine may overflow it by as many again). The handlers are called
 directly, not through RabbitMQ: it measures the job, not the broker. Prints figures; asserts nothing.
 
-Not covered yet (issue 11): inbound order → clarification.
+Inbound order → clarification at the provider is measured by ``bench.pipeline_inbound``.
 """
 
 from __future__ import annotations
