@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.sender import accept, catalogues, outcomes, reconcile, sessions, templates
+from services.sender import accept, catalogues, outcomes, reconcile, rollup, sessions, templates
 from services.sender.context import Sender
 from services.sender.dispatch import Dispatcher
 from services.sender.models import SCHEMA, metadata
@@ -53,6 +53,15 @@ def build(settings: SenderSettings | None = None) -> tuple[ServiceRuntime, Any]:
     runtime.add_loop("orphan-sweeper", lambda: reconcile.sweep_orphans_forever(sender, dispatcher.live))
     runtime.add_loop("session-poll", lambda: sessions.poll_forever(sender))
     runtime.add_loop("template-sync", lambda: templates.sync_forever(sender))
+    runtime.add_loop(
+        "analytics-fold",
+        lambda: rollup.fold_forever(
+            runtime.engine,
+            runtime.stopping,
+            settings.analytics_rollup_seconds,
+            settings.analytics_rollup_batch,
+        ),
+    )
 
     def subscriber(event: type, description: str) -> Any:
         sub = subscription("sender", event)

@@ -50,3 +50,12 @@ AMBIGUOUS = Counter(
     "arrive twice), by what the sender did: resent, or gave up (dead letter) past SENDER_MAX_AMBIGUOUS_RESENDS",
     ["channel", "provider", "decision"],
 )
+ROLLUP_FOLDED = Counter(
+    "herald_sender_analytics_deltas_folded_total",
+    "Analytics deltas (a message's change of figures) folded into the rollup",
+)
+ROLLUP_SECONDS = Histogram(
+    "herald_sender_analytics_fold_seconds",
+    "How long a fold of the pending analytics deltas took (rounds that folded any)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)

@@ -79,6 +79,15 @@ class SenderSettings(HeraldSettings):
         "message becomes a dead letter. 0: never risk a duplicate.",
     )
     http_max_connections: int = Field(default=256, ge=1)
+    analytics_rollup_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Every this many seconds, fold the analytics deltas into the rollup (one sender "
+        "at a time); 0 = never (the figures stay exact, queries read the pending deltas and slow down).",
+    )
+    analytics_rollup_batch: int = Field(
+        default=20_000, ge=100, description="Analytics deltas folded per transaction."
+    )
     template_sync_seconds: float = Field(
         default=0.0,
         ge=0,
