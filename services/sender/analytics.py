@@ -263,3 +263,156 @@ def meaning(code: str | None, meta: bool, stored_reason: str | None) -> str | No
     if code is not None and meta and code in META_MEANINGS:
         return META_MEANINGS[code]
     return stored_reason
+
+
+# --- the rollup's read plan (repository.analytics.rollup_figures, migration 0011) ------------------
+#
+# The rollup holds figures per UTC hour and per UTC day. A period (or a local day) is a sum of
+# those pieces: the whole UTC days inside it, and the hours at its ends, or, where fewer rows, the
+# whole day minus the hours outside (the figures and histograms are counts: they subtract exactly).
+# A zone whose offset is not whole hours (Asia/Kolkata, Australia/Adelaide, …) cuts hours in two:
+# ``plan`` says None and the figures are read from the messages themselves.
+
+HOUR, DAY = 0, 1
+Pieces = dict[tuple[int, datetime], list[tuple[int, Any]]]
+_H, _D = timedelta(hours=1), timedelta(days=1)
+
+
+def _floor_day(at: datetime) -> datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _hours(a: datetime, b: datetime) -> list[datetime]:
+    out = []
+    while a < b:
+        out.append(a)
+        a += _H
+    return out
+
+
+def _aligned(at: datetime) -> bool:
+    return at.minute == 0 and at.second == 0 and at.microsecond == 0
+
+
+def _end(left: list[datetime], day: datetime, outside: list[datetime]) -> list[tuple[int, datetime, int]]:
+    """The hours ``left`` of UTC ``day``: themselves, or the day minus the ``outside`` ones."""
+    if 1 + len(outside) < len(left):
+        return [(DAY, day, 1), *((HOUR, h, -1) for h in outside)]
+    return [(HOUR, h, 1) for h in left]
+
+
+def decompose(a: datetime, b: datetime) -> list[tuple[int, datetime, int]]:
+    """[a, b) (UTC, whole hours) as (granularity, bucket, sign) rollup pieces, fewest rows first."""
+    a, b = a.astimezone(UTC), b.astimezone(UTC)
+    first = _floor_day(a)
+    d0 = first if a == first else first + _D  # the first whole UTC day inside
+    d1 = _floor_day(b)  # the day b falls in (its hours before b are the right end)
+    if d0 > d1:  # inside one UTC day
+        return _end(_hours(a, b), first, _hours(first, a) + _hours(b, first + _D))
+    out = _end(_hours(a, d0), first, _hours(first, a)) if a < d0 else []
+    day = d0
+    while day < d1:
+        out.append((DAY, day, 1))
+        day += _D
+    if d1 < b:
+        out += _end(_hours(d1, b), d1, _hours(b, d1 + _D))
+    return out
+
+
+def plan(period: Period, group_by: str) -> Pieces | None:
+    """The rollup pieces of the period, each with the (sign, group key) it adds to — the key is
+    the local day or hour, and None for a dimension (the rows carry it) — or None when the zone
+    cuts hours in two somewhere in the period."""
+    zone, since, until = period.zone, period.since.astimezone(UTC), period.until.astimezone(UTC)
+    pieces: Pieces = {}
+
+    def add(items: list[tuple[int, datetime, int]], key: Any) -> None:
+        for granularity, bucket, sign in items:
+            pieces.setdefault((granularity, bucket), []).append((sign, key))
+
+    if not (_aligned(since) and _aligned(until)):
+        return None
+    if group_by == "hour":
+        for h in _hours(since, until):
+            if not _aligned(h.astimezone(zone)):
+                return None
+            pieces[(HOUR, h)] = [(1, h.astimezone(zone).strftime("%Y-%m-%dT%H:00"))]
+        return pieces
+    if group_by == "day":
+        for i in range(period.days):
+            day = period.start + timedelta(days=i)
+            a = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+            b = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+            if not (_aligned(a) and _aligned(b)):
+                return None
+            add(decompose(a, b), day.isoformat())
+        return pieces
+    add(decompose(since, until), None)
+    return pieces
+
+
+def dimension(group_by: str) -> str:
+    """The rollup dimension a grouping reads (a time grouping reads the totals of every hour)."""
+    return group_by if group_by in ("channel", "template", "origin") else "none"
+
+
+_FIELDS = ("n", "sent", "delivered", "read", "failed", "q_n")
+
+
+def fold(
+    rolled: Iterable[Any], pending: Iterable[Any], pieces: Pieces, group_by: str, zone: ZoneInfo
+) -> list[dict[str, Any]]:
+    """Rollup rows (signed by their pieces) and pending delta cells added up per group key, in the
+    shape of ``repository.analytics.message_figures`` (so ``combine`` reads either)."""
+    acc: dict[Any, dict[str, Any]] = {}
+    by_dim = group_by not in ("day", "hour")
+
+    def into(key: Any) -> dict[str, Any]:
+        a = acc.get(key)
+        if a is None:
+            a = acc[key] = {**dict.fromkeys(_FIELDS, 0), "q_sum": 0.0, "q": Counter(), "d": Counter()}
+        return a
+
+    for r in rolled:
+        for sign, key in pieces.get((DAY if r.level >= 4 else HOUR, r.bucket), ()):
+            a = into((r.dim or None) if by_dim else key)
+            for f in _FIELDS:
+                a[f] += sign * getattr(r, f)
+            a["q_sum"] += sign * r.q_sum
+            for b, n in zip(r.q_bins, r.q_counts, strict=True):
+                a["q"][b] += sign * n
+            for b, n in zip(r.d_bins, r.d_counts, strict=True):
+                a["d"][b] += sign * n
+    for c in pending:
+        if by_dim:
+            key = c.dim or None
+        elif group_by == "day":
+            key = c.hour.astimezone(zone).date().isoformat()
+        else:
+            key = c.hour.astimezone(zone).strftime("%Y-%m-%dT%H:00")
+        a = into(key)
+        for f in _FIELDS:
+            a[f] += int(getattr(c, f))
+        a["q_sum"] += float(c.q_sum)
+        if c.qb is not None:
+            a["q"][c.qb] += int(c.n)
+        if c.db is not None:
+            a["d"][c.db] += int(c.n)
+    rows = []
+    for key, a in acc.items():
+        if a["n"] == 0:  # every message it had moved to another group
+            continue
+        q = sorted((b, n) for b, n in a["q"].items() if n)
+        d = sorted((b, n) for b, n in a["d"].items() if n)
+        rows.append(
+            {
+                "key": key,
+                **{f: a[f] for f in _FIELDS},
+                "q_sum": a["q_sum"],
+                "q_buckets": [b for b, _ in q],
+                "q_counts": [n for _, n in q],
+                "d_buckets": [b for b, _ in d],
+                "d_counts": [n for _, n in d],
+            }
+        )
+    return rows

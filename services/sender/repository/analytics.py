@@ -160,3 +160,73 @@ async def top_failures(
     )
     stmt = sa.select(top, reason.label("reason")).order_by(top.c.count.desc(), top.c.code)
     return [dict(r._mapping) for r in await conn.execute(stmt)]
+
+
+# --- the rollup (migration 0011): pre-added figures per (tenant, level, bucket, dim) ---------------
+
+#: a rollup level is granularity * 4 + dimension
+HOUR, DAY = 0, 1
+DIMS: dict[str, int] = {"none": 0, "channel": 1, "template": 2, "origin": 3}
+
+
+def level(granularity: int, dim: str) -> int:
+    return granularity * 4 + DIMS[dim]
+
+
+#: the deltas not folded yet, as cells per UTC hour and dimension value (``:dim`` is a column)
+_PENDING = """
+SELECT date_trunc('hour', created_at, 'UTC') AS hour, {dim} AS dim, qb, db,
+       sum(n) AS n, sum(sent) AS sent, sum(delivered) AS delivered, sum(read) AS read,
+       sum(failed) AS failed, coalesce(sum(n * q_ms), 0) AS q_sum,
+       coalesce(sum(n) FILTER (WHERE q_ms IS NOT NULL), 0) AS q_n
+FROM sender.analytics_deltas
+WHERE tenant_id = :tenant AND created_at >= :since AND created_at < :until
+GROUP BY 1, 2, 3, 4
+"""
+_DIM_COLUMN = {
+    "none": "''",
+    "channel": "coalesce(channel_id::text, '')",
+    "template": "coalesce(template, '')",
+    "origin": "origin",
+}
+
+_ROLLED = """
+SELECT level, bucket, dim, n, sent, delivered, read, failed, q_sum, q_n, q_bins, q_counts, d_bins, d_counts
+FROM sender.analytics_rollup
+WHERE tenant_id = :tenant
+  AND ((level = :hour_level AND bucket = ANY(:hours)) OR (level = :day_level AND bucket = ANY(:days)))
+"""
+
+
+async def rollup_figures(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    since: datetime,
+    until: datetime,
+    dim: str,
+    pieces: dict[tuple[int, datetime], list[tuple[int, Any]]],
+) -> tuple[list[Any], list[Any]]:
+    """The rollup rows the ``pieces`` name ((granularity, UTC bucket) → [(sign, key)]) and the
+    pending deltas of [since, until) for dimension ``dim``. Run both in one snapshot (REPEATABLE
+    READ): a fold commits the deltas' removal and the rollup's change together."""
+    hours = [b for g, b in pieces if g == HOUR]
+    days = [b for g, b in pieces if g == DAY]
+    rolled = (
+        await conn.execute(
+            sa.text(_ROLLED),
+            {
+                "tenant": tenant_id,
+                "hour_level": level(HOUR, dim),
+                "day_level": level(DAY, dim),
+                "hours": hours,
+                "days": days,
+            },
+        )
+    ).all()
+    pending = (
+        await conn.execute(
+            sa.text(_PENDING.format(dim=_DIM_COLUMN[dim])),
+            {"tenant": tenant_id, "since": since, "until": until},
+        )
+    ).all()
+    return rolled, pending
