@@ -17,14 +17,18 @@ HTTP server spans come from FastAPI's own telemetry (``FASTAPI_TELEMETRY``), whi
 provider installed here; ingest's webhook fast path, which bypasses FastAPI, opens its own
 (``server_span``).
 
-Invariant: with tracing off nothing is installed — no consumer middleware, no provider — and the
-only cost left on a hot path is a check of ``enabled()`` where an event is queued or sent.
+Invariant: with tracing off no span object is ever made and no provider is installed; the cost
+left on a hot path is a check of ``enabled()`` where an event is queued or sent, and the consumer
+middleware ``ConsumerLogIds``, which puts the event's ids on the log lines from strings it has
+at hand (the envelope is decoded once, for the handler too). Log lines then carry the same
+``trace_id`` as with tracing on: the one the envelope's ``traceparent`` names.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -206,6 +210,44 @@ def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dic
 # --- consumers and HTTP -------------------------------------------------------------------
 
 
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def log_ids(decoded: Any, *, with_trace: bool = True) -> dict[str, str]:
+    """The ids a log line written while handling an event carries: ``event_id``, the
+    ``correlation_id`` of its data and (``with_trace``) the ``trace_id`` of its ``traceparent``,
+    read from the decoded JSON envelope without any tracing object."""
+    ids: dict[str, str] = {}
+    if not isinstance(decoded, dict):
+        return ids
+    if isinstance(decoded.get("id"), str):
+        ids["event_id"] = decoded["id"]
+    data = decoded.get("data")
+    if isinstance(data, dict) and isinstance(data.get("correlation_id"), str):
+        ids["correlation_id"] = data["correlation_id"]
+    parent = decoded.get("traceparent")
+    if with_trace and isinstance(parent, str) and (found := _TRACEPARENT.fullmatch(parent)):
+        if found.group(1) != "0" * 32:
+            ids["trace_id"] = found.group(1)
+    return ids
+
+
+class ConsumerLogIds(BaseMiddleware):
+    """FastStream middleware installed while tracing is off: the event's ``event_id``,
+    ``correlation_id`` and ``trace_id`` (from its ``traceparent``) on every log line written while
+    it is handled. No span, no context object: structlog context variables for the handler."""
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        try:
+            ids = log_ids(await msg.decode())
+        except Exception:  # a body that does not decode fails in the handler, with its reason
+            ids = {}
+        if not ids:
+            return await call_next(msg)
+        with structlog.contextvars.bound_contextvars(**ids):
+            return await call_next(msg)
+
+
 def consumer_middleware(service: str) -> type[BaseMiddleware]:
     """FastStream middleware: one CONSUMER span per delivered event, child of the context the
     envelope carries (``<service> handle <routing key>``); log lines written meanwhile carry the
@@ -227,13 +269,12 @@ def consumer_middleware(service: str) -> type[BaseMiddleware]:
                 "messaging.destination.name": routing_key,
                 "messaging.rabbitmq.destination.routing_key": routing_key,
             }
-            ids: dict[str, str] = {}  # for the log lines written while the event is handled
-            if isinstance(decoded, dict):
-                if isinstance(decoded.get("id"), str):
-                    attributes["messaging.message.id"] = ids["event_id"] = decoded["id"]
-                data = decoded.get("data")
-                if isinstance(data, dict) and isinstance(data.get("correlation_id"), str):
-                    attributes["herald.correlation_id"] = ids["correlation_id"] = data["correlation_id"]
+            # for the log lines written while the event is handled (trace_id: add_trace_ids, from the span)
+            ids = log_ids(decoded, with_trace=False)
+            if "event_id" in ids:
+                attributes["messaging.message.id"] = ids["event_id"]
+            if "correlation_id" in ids:
+                attributes["herald.correlation_id"] = ids["correlation_id"]
             with (
                 _tracer.start_as_current_span(
                     f"{service} handle {routing_key}",
@@ -293,6 +334,7 @@ def record_status(span: Span | None, status: int) -> None:
 __all__ = [
     "FASTAPI_TELEMETRY",
     "UNTRACED_PATHS",
+    "ConsumerLogIds",
     "add_trace_ids",
     "configure",
     "consumer_middleware",
@@ -302,6 +344,7 @@ __all__ = [
     "enabled",
     "extract",
     "inject",
+    "log_ids",
     "record_status",
     "server_span",
     "shutdown",
