@@ -150,6 +150,23 @@ def inject(event: E) -> E:
     return event.model_copy(update={"traceparent": found[0], "tracestate": found[1]})
 
 
+async def inject_http_headers(request: Any) -> None:
+    """httpx ``request`` event hook: the W3C ``traceparent``/``tracestate`` of the active span on
+    an outgoing call (a provider's API), so a provider or proxy that traces joins the trace.
+    Installed on a client only while tracing is on (``http_event_hooks``)."""
+    found = current_traceparent()
+    if found is not None:
+        request.headers["traceparent"] = found[0]
+        if found[1]:
+            request.headers["tracestate"] = found[1]
+
+
+def http_event_hooks() -> dict[str, list[Any]]:
+    """``httpx.AsyncClient(event_hooks=…)``: the trace context on every request when tracing is
+    on; nothing at all when it is off."""
+    return {"request": [inject_http_headers]} if _enabled else {}
+
+
 def context_from(traceparent: str | None, tracestate: str | None = None) -> otel_context.Context | None:
     """The remote parent a ``traceparent`` names, or None when absent or malformed."""
     if not traceparent:
@@ -343,7 +360,9 @@ __all__ = [
     "disable",
     "enabled",
     "extract",
+    "http_event_hooks",
     "inject",
+    "inject_http_headers",
     "log_ids",
     "record_status",
     "server_span",
