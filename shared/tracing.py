@@ -167,6 +167,17 @@ def http_event_hooks() -> dict[str, list[Any]]:
     return {"request": [inject_http_headers]} if _enabled else {}
 
 
+def link_current(traceparent: str | None) -> None:
+    """Link the active span to the span ``traceparent`` names (another trace the work concerns:
+    a delivery status in the webhook's trace links to the message's own); no-op when off."""
+    if not _enabled or not traceparent:
+        return
+    ctx = context_from(traceparent)
+    current = trace.get_current_span()
+    if ctx is not None and current.is_recording():
+        current.add_link(trace.get_current_span(ctx).get_span_context())
+
+
 def context_from(traceparent: str | None, tracestate: str | None = None) -> otel_context.Context | None:
     """The remote parent a ``traceparent`` names, or None when absent or malformed."""
     if not traceparent:
@@ -363,6 +374,7 @@ __all__ = [
     "http_event_hooks",
     "inject",
     "inject_http_headers",
+    "link_current",
     "log_ids",
     "record_status",
     "server_span",
