@@ -200,6 +200,9 @@ def extract(event: CloudEvent[Any] | dict[str, Any]) -> otel_context.Context | N
 
 
 _OFF: contextlib.nullcontext[None] = contextlib.nullcontext()
+#: ``span(parent=NEW_TRACE)``: a root span whatever is current (a new causal chain, such as one
+#: occurrence of a schedule)
+NEW_TRACE = otel_context.Context()
 
 
 def span(
@@ -361,6 +364,7 @@ def record_status(span: Span | None, status: int) -> None:
 
 __all__ = [
     "FASTAPI_TELEMETRY",
+    "NEW_TRACE",
     "UNTRACED_PATHS",
     "ConsumerLogIds",
     "add_trace_ids",
