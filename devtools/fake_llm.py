@@ -117,6 +117,8 @@ class FakeChatModel:
         self.delay_next: dict[str, float] = {}
         #: every request body, in order (failed attempts too)
         self.received: list[dict[str, Any]] = []
+        #: the W3C ``traceparent`` header of every request, in order (None: not sent)
+        self.traceparents: list[str | None] = []
         self.answered_at: list[float] = []
         self._runner: web.AppRunner | None = None
 
@@ -134,6 +136,7 @@ class FakeChatModel:
         except ValueError:
             return _error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
         self.received.append(body)
+        self.traceparents.append(request.headers.get("traceparent"))
         mode = self._script.pop(0) if self._script else self.default
         if self.latency:
             await asyncio.sleep(self.latency)

@@ -20,12 +20,15 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+import structlog
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -98,6 +101,42 @@ class HttpMetrics:
             HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
 
 
+#: an ``X-Request-ID`` a caller sends is kept when it is this tame (it goes into every log line of
+#: the request); anything else is replaced by a fresh id
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class RequestIds:
+    """``request_id`` on every log line written while an HTTP request is handled, tracing on or
+    off: the caller's ``X-Request-ID`` when it sends a sane one, else a fresh one; the response
+    echoes it in ``X-Request-ID`` so the caller can quote it. Plain ASGI and outermost (a request
+    the body guard refuses has an id too); the cost is one header scan and a context variable."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for key, value in scope.get("headers", ()):
+            if key.lower() == b"x-request-id":
+                if _REQUEST_ID.fullmatch(value):
+                    request_id = value
+                break
+        if request_id is None:
+            request_id = uuid.uuid4().hex.encode()
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id.decode("latin-1")):
+            await self.app(scope, receive, send_with_id)
+
+
 def _consumer_metrics_middleware(service: str) -> RabbitPrometheusMiddleware:
     """FastStream's consumer metrics. Metric families are process-global, so one middleware serves
     every runtime in a process (one in production; several when tests build apps side by side)."""
@@ -148,7 +187,8 @@ class ServiceRuntime:
             log_level=logging.DEBUG,
             middlewares=[
                 _consumer_metrics_middleware(self.service),
-                *([tracing.consumer_middleware(self.service)] if traced else []),
+                # the event's ids on the log lines: from the span when tracing, else from the envelope
+                tracing.consumer_middleware(self.service) if traced else tracing.ConsumerLogIds,
             ],
             description=description,
         )
@@ -312,7 +352,8 @@ class ServiceRuntime:
         guard: bool = True,
     ) -> FastAPI:
         """The service's FastAPI app. ``guard`` puts ``DoorGuard`` (body size, JSON depth, UTF-8)
-        outermost; pass False when something else wraps the app and the guard goes outside that."""
+        outermost, and ``RequestIds`` outside it; pass False when something else wraps the app and
+        both go outside that."""
         app = FastAPI(
             title=self.title,
             description=self.description,
@@ -327,6 +368,7 @@ class ServiceRuntime:
         app.add_middleware(HttpMetrics, service=service)
         if guard:  # added last: outermost, before metrics and routing see the body
             app.add_middleware(DoorGuard, max_body_bytes=self.settings.max_body_bytes)
+            app.add_middleware(RequestIds)
 
         ops = APIRouter(tags=["operations"])
 

@@ -17,14 +17,18 @@ HTTP server spans come from FastAPI's own telemetry (``FASTAPI_TELEMETRY``), whi
 provider installed here; ingest's webhook fast path, which bypasses FastAPI, opens its own
 (``server_span``).
 
-Invariant: with tracing off nothing is installed — no consumer middleware, no provider — and the
-only cost left on a hot path is a check of ``enabled()`` where an event is queued or sent.
+Invariant: with tracing off no span object is ever made and no provider is installed; the cost
+left on a hot path is a check of ``enabled()`` where an event is queued or sent, and the consumer
+middleware ``ConsumerLogIds``, which puts the event's ids on the log lines from strings it has
+at hand (the envelope is decoded once, for the handler too). Log lines then carry the same
+``trace_id`` as with tracing on: the one the envelope's ``traceparent`` names.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -146,6 +150,34 @@ def inject(event: E) -> E:
     return event.model_copy(update={"traceparent": found[0], "tracestate": found[1]})
 
 
+async def inject_http_headers(request: Any) -> None:
+    """httpx ``request`` event hook: the W3C ``traceparent``/``tracestate`` of the active span on
+    an outgoing call (a provider's API), so a provider or proxy that traces joins the trace.
+    Installed on a client only while tracing is on (``http_event_hooks``)."""
+    found = current_traceparent()
+    if found is not None:
+        request.headers["traceparent"] = found[0]
+        if found[1]:
+            request.headers["tracestate"] = found[1]
+
+
+def http_event_hooks() -> dict[str, list[Any]]:
+    """``httpx.AsyncClient(event_hooks=…)``: the trace context on every request when tracing is
+    on; nothing at all when it is off."""
+    return {"request": [inject_http_headers]} if _enabled else {}
+
+
+def link_current(traceparent: str | None) -> None:
+    """Link the active span to the span ``traceparent`` names (another trace the work concerns:
+    a delivery status in the webhook's trace links to the message's own); no-op when off."""
+    if not _enabled or not traceparent:
+        return
+    ctx = context_from(traceparent)
+    current = trace.get_current_span()
+    if ctx is not None and current.is_recording():
+        current.add_link(trace.get_current_span(ctx).get_span_context())
+
+
 def context_from(traceparent: str | None, tracestate: str | None = None) -> otel_context.Context | None:
     """The remote parent a ``traceparent`` names, or None when absent or malformed."""
     if not traceparent:
@@ -168,6 +200,9 @@ def extract(event: CloudEvent[Any] | dict[str, Any]) -> otel_context.Context | N
 
 
 _OFF: contextlib.nullcontext[None] = contextlib.nullcontext()
+#: ``span(parent=NEW_TRACE)``: a root span whatever is current (a new causal chain, such as one
+#: occurrence of a schedule)
+NEW_TRACE = otel_context.Context()
 
 
 def span(
@@ -206,6 +241,44 @@ def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dic
 # --- consumers and HTTP -------------------------------------------------------------------
 
 
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def log_ids(decoded: Any, *, with_trace: bool = True) -> dict[str, str]:
+    """The ids a log line written while handling an event carries: ``event_id``, the
+    ``correlation_id`` of its data and (``with_trace``) the ``trace_id`` of its ``traceparent``,
+    read from the decoded JSON envelope without any tracing object."""
+    ids: dict[str, str] = {}
+    if not isinstance(decoded, dict):
+        return ids
+    if isinstance(decoded.get("id"), str):
+        ids["event_id"] = decoded["id"]
+    data = decoded.get("data")
+    if isinstance(data, dict) and isinstance(data.get("correlation_id"), str):
+        ids["correlation_id"] = data["correlation_id"]
+    parent = decoded.get("traceparent")
+    if with_trace and isinstance(parent, str) and (found := _TRACEPARENT.fullmatch(parent)):
+        if found.group(1) != "0" * 32:
+            ids["trace_id"] = found.group(1)
+    return ids
+
+
+class ConsumerLogIds(BaseMiddleware):
+    """FastStream middleware installed while tracing is off: the event's ``event_id``,
+    ``correlation_id`` and ``trace_id`` (from its ``traceparent``) on every log line written while
+    it is handled. No span, no context object: structlog context variables for the handler."""
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        try:
+            ids = log_ids(await msg.decode())
+        except Exception:  # a body that does not decode fails in the handler, with its reason
+            ids = {}
+        if not ids:
+            return await call_next(msg)
+        with structlog.contextvars.bound_contextvars(**ids):
+            return await call_next(msg)
+
+
 def consumer_middleware(service: str) -> type[BaseMiddleware]:
     """FastStream middleware: one CONSUMER span per delivered event, child of the context the
     envelope carries (``<service> handle <routing key>``); log lines written meanwhile carry the
@@ -227,13 +300,12 @@ def consumer_middleware(service: str) -> type[BaseMiddleware]:
                 "messaging.destination.name": routing_key,
                 "messaging.rabbitmq.destination.routing_key": routing_key,
             }
-            ids: dict[str, str] = {}  # for the log lines written while the event is handled
-            if isinstance(decoded, dict):
-                if isinstance(decoded.get("id"), str):
-                    attributes["messaging.message.id"] = ids["event_id"] = decoded["id"]
-                data = decoded.get("data")
-                if isinstance(data, dict) and isinstance(data.get("correlation_id"), str):
-                    attributes["herald.correlation_id"] = ids["correlation_id"] = data["correlation_id"]
+            # for the log lines written while the event is handled (trace_id: add_trace_ids, from the span)
+            ids = log_ids(decoded, with_trace=False)
+            if "event_id" in ids:
+                attributes["messaging.message.id"] = ids["event_id"]
+            if "correlation_id" in ids:
+                attributes["herald.correlation_id"] = ids["correlation_id"]
             with (
                 _tracer.start_as_current_span(
                     f"{service} handle {routing_key}",
@@ -292,7 +364,9 @@ def record_status(span: Span | None, status: int) -> None:
 
 __all__ = [
     "FASTAPI_TELEMETRY",
+    "NEW_TRACE",
     "UNTRACED_PATHS",
+    "ConsumerLogIds",
     "add_trace_ids",
     "configure",
     "consumer_middleware",
@@ -301,7 +375,11 @@ __all__ = [
     "disable",
     "enabled",
     "extract",
+    "http_event_hooks",
     "inject",
+    "inject_http_headers",
+    "link_current",
+    "log_ids",
     "record_status",
     "server_span",
     "shutdown",

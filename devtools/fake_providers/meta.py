@@ -367,6 +367,7 @@ def build_app(state: FakeMetaState) -> web.Application:
                 "phone_number_id": request.match_info["phone_number_id"],
                 "id": wamid,
                 "body": body,
+                "traceparent": request.headers.get("traceparent"),  # W3C trace context, if sent
             }
         )
         if state.answer_delay:

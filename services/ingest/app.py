@@ -29,7 +29,7 @@ from shared.events import (
     TenantEvent,
     UserErased,
 )
-from shared.service import ServiceRuntime
+from shared.service import RequestIds, ServiceRuntime
 from shared.tenancy import Tenant
 
 
@@ -123,6 +123,7 @@ def build(settings: IngestSettings | None = None) -> tuple[ServiceRuntime, Any]:
     )
     app = runtime.create_app([api, *webhook_routes], guard=False)
     # provider webhooks skip FastAPI's per-request machinery (see services/ingest/fastpath.py), so
-    # the one body guard (size, JSON depth, UTF-8) sits outside the fast path, in front of both
+    # the one body guard (size, JSON depth, UTF-8) sits outside the fast path, in front of both,
+    # and the request ids outside the guard
     fast = WebhookFastPath(pipeline.process, app)
-    return runtime, DoorGuard(fast, max_body_bytes=settings.max_body_bytes)
+    return runtime, RequestIds(DoorGuard(fast, max_body_bytes=settings.max_body_bytes))

@@ -10,7 +10,10 @@
 - structured output asks for ``response_format`` ``json_schema``; a server that rejects it (400) is
   asked again with a plain JSON instruction, and is not asked for ``response_format`` again;
 - an answer that is not JSON or does not validate gets one corrective retry, then the call fails;
-- prompts and answers are never logged (they carry note bodies and drafts).
+- prompts and answers are never logged (they carry note bodies and drafts), nor put on spans;
+- with tracing on, each HTTP attempt is a CLIENT span ``chat {model}`` with the OpenTelemetry
+  GenAI attributes (``gen_ai.request.model``, ``gen_ai.usage.input_tokens``, …), the agent and
+  the attempt, and the request carries its ``traceparent``; with tracing off, nothing of it.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
+
+from shared import tracing
 
 T = TypeVar("T", bound=BaseModel)
 log = logging.getLogger("herald.pipeline.llm")
@@ -80,6 +87,9 @@ class Completion:
     content: str
     model: str
     tokens: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,8 +178,14 @@ class ChatClient:
         # httpx on aiohttp's transport, as the sender runs: httpx's own pool is several times
         # slower with dozens of calls in flight (bench/pipeline)
         self._http = http or httpx.AsyncClient(
-            transport=AiohttpTransport(limits=limits), timeout=httpx.Timeout(timeout), headers=headers
+            transport=AiohttpTransport(limits=limits),
+            timeout=httpx.Timeout(timeout),
+            headers=headers,
+            event_hooks=tracing.http_event_hooks(),
         )
+        where = urlsplit(self.url)
+        #: the server attributes of the CLIENT spans (built once: nothing per call when tracing is off)
+        self._server = {"server.address": where.hostname or "", "server.port": where.port or 443}
         #: False once the server rejected ``response_format``: ask with a plain instruction after that
         self.supports_response_format = True
 
@@ -186,33 +202,65 @@ class ChatClient:
         last = "no attempt made"
         for attempt in range(1, self.max_attempts + 1):
             retry_after: float | None = None
-            try:
-                async with self.gate:
-                    resp = await self._http.post(self.url, json=body)
-            except httpx.TransportError as exc:
-                if _is_timeout(exc):
-                    last = f"no answer within {self.timeout:g} s"
-                    ATTEMPTS.labels(agent, "timeout").inc()
+            with self._span(agent, body, attempt) as span:
+                try:
+                    async with self.gate:
+                        resp = await self._http.post(self.url, json=body)
+                except httpx.TransportError as exc:
+                    if _is_timeout(exc):
+                        last = f"no answer within {self.timeout:g} s"
+                        ATTEMPTS.labels(agent, "timeout").inc()
+                        _failed(span, "timeout", last)
+                    else:
+                        last = f"could not connect ({type(exc.__cause__ or exc).__name__})"
+                        ATTEMPTS.labels(agent, "connection").inc()
+                        _failed(span, "connection", last)
                 else:
-                    last = f"could not connect ({type(exc.__cause__ or exc).__name__})"
-                    ATTEMPTS.labels(agent, "connection").inc()
-            else:
-                ATTEMPTS.labels(agent, str(resp.status_code)).inc()
-                if resp.status_code == 200:
-                    completion = self._completion(resp, body["model"])
-                    if completion is not None:
-                        return completion
-                    last = "HTTP 200 with a body that is not a chat completion"
-                elif resp.status_code in RETRY_STATUSES or resp.status_code >= 500:
-                    last = f"HTTP {resp.status_code} ({_server_message(resp)})"
-                    if resp.status_code == 429:
-                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                else:
-                    raise ModelRejected(resp.status_code, _server_message(resp))
+                    ATTEMPTS.labels(agent, str(resp.status_code)).inc()
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", resp.status_code)
+                    if resp.status_code == 200:
+                        completion = self._completion(resp, body["model"])
+                        if completion is not None:
+                            if span is not None:
+                                _answered(span, completion)
+                            return completion
+                        last = "HTTP 200 with a body that is not a chat completion"
+                        _failed(span, "invalid_response", last)
+                    elif resp.status_code in RETRY_STATUSES or resp.status_code >= 500:
+                        last = f"HTTP {resp.status_code} ({_server_message(resp)})"
+                        _failed(span, str(resp.status_code), last)
+                        if resp.status_code == 429:
+                            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    else:
+                        _failed(span, str(resp.status_code), f"HTTP {resp.status_code}")
+                        raise ModelRejected(resp.status_code, _server_message(resp))
             if attempt < self.max_attempts:
                 await self._sleep(self._delay(attempt, retry_after))
         raise ModelUnavailable(
             f"the language model did not answer after {self.max_attempts} attempts: {last}"
+        )
+
+    def _span(self, agent: str, body: dict[str, Any], attempt: int) -> Any:
+        """The CLIENT span of one HTTP attempt (GenAI semantic conventions); None when off."""
+        if not tracing.enabled():
+            return tracing.span("")  # the no-op block
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",  # the API spoken: OpenAI's, or a compatible server
+            "gen_ai.request.model": str(body.get("model", "")),
+            "gen_ai.agent.name": agent,
+            "herald.attempt": attempt,
+            **self._server,
+        }
+        if "temperature" in body:
+            attributes["gen_ai.request.temperature"] = body["temperature"]
+        if "response_format" in body:
+            attributes["gen_ai.output.type"] = "json"
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        return tracing.span(
+            f"chat {attributes['gen_ai.request.model']}", kind=SpanKind.CLIENT, attributes=attributes
         )
 
     @staticmethod
@@ -225,10 +273,19 @@ class ChatClient:
         if not isinstance(content, str):
             return None
         usage = body.get("usage") or {}
-        tokens = usage.get("total_tokens") or (
-            usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        if not isinstance(usage, dict):
+            usage = {}
+        prompt, answer = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+        tokens = _count(usage.get("total_tokens")) or prompt + answer
+        finish = body["choices"][0].get("finish_reason")
+        return Completion(
+            content=content,
+            model=str(body.get("model") or model),
+            tokens=tokens,
+            input_tokens=prompt,
+            output_tokens=answer,
+            finish_reason=finish if isinstance(finish, str) else None,
         )
-        return Completion(content=content, model=str(body.get("model") or model), tokens=int(tokens or 0))
 
     async def structured(
         self,
@@ -318,6 +375,30 @@ class ChatClient:
         return await self.complete(
             agent, {**body, "messages": [*messages, {"role": "system", "content": instruction}]}
         )
+
+
+def _count(value: Any) -> int:
+    """A token count from ``usage`` (a server may leave one out, or send null)."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _answered(span: Span, completion: Completion) -> None:
+    span.set_attribute("gen_ai.response.model", completion.model)
+    span.set_attribute("gen_ai.usage.input_tokens", completion.input_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", completion.output_tokens)
+    if completion.finish_reason:
+        span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason])
+
+
+def _failed(span: Span | None, error_type: str, description: str) -> None:
+    """An attempt that got no usable answer: ``error.type`` and the span failed (the retry, if
+    any, is the next span)."""
+    if span is not None:
+        span.set_attribute("error.type", error_type)
+        span.set_status(Status(StatusCode.ERROR, description))
 
 
 def _problem(exc: Exception) -> str:

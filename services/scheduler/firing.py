@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from pydantic import TypeAdapter
 
 from services.scheduler import repository as repo
@@ -30,6 +31,7 @@ from services.scheduler.domain import (
     recurrence_of,
 )
 from services.scheduler.metrics import FIRED, LATENESS, MISSED
+from shared import tracing
 from shared.events import (
     CloudEvent,
     MessageContent,
@@ -66,6 +68,28 @@ def _request(sched: Scheduler, row: Any, message_id: uuid.UUID) -> MessageReques
         origin="scheduler",
         correlation_id=f"schedule:{row.id}",
     )
+
+
+def _in_own_trace(event: CloudEvent[Any], **attributes: str) -> CloudEvent[Any]:
+    """``event`` carrying the traceparent of a PRODUCER span of its own, the root of a new trace:
+    each firing is a new causal chain (the request that made the schedule is long finished), and
+    the consumers' spans (the sender's send, the pipeline's writer flow) join this trace.
+    Unchanged at no cost when tracing is off."""
+    if not tracing.enabled():
+        return event
+    with tracing.span(
+        f"scheduler fire {event.type}",
+        kind=SpanKind.PRODUCER,
+        parent=tracing.NEW_TRACE,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.operation.type": "create",
+            "messaging.destination.name": event.type,
+            "messaging.message.id": event.id,
+            **attributes,
+        },
+    ):
+        return tracing.inject(event)
 
 
 @dataclass
@@ -109,6 +133,14 @@ def _fire_row(sched: Scheduler, row: Any, now: datetime) -> _RowOutcome:
             source=SOURCE,
             event_id=f"scheduler:{step.fired_id}",
             subject=f"schedule/{row.id}",
+        )
+        event = _in_own_trace(
+            event,
+            **{
+                "herald.schedule_id": str(row.id),
+                "herald.message_id": str(step.fired_id),
+                "herald.occurrence_at": plan.fire.isoformat(),
+            },
         )
         history.append(_occurrence(row, plan.fire, step.fired_id, "published", now))
         lateness = (now - plan.fire).total_seconds()
@@ -203,16 +235,18 @@ async def fire_due_reminders(sched: Scheduler, now: datetime | None = None) -> i
                     origin="scheduler",
                     correlation_id=f"event:{row.event_id}:{row.rule_name}",
                 )
-                uow.add_event(
-                    new_event(
-                        request,
-                        tenant_id=row.tenant_id,
-                        source=SOURCE,
-                        event_id=f"scheduler:{row.message_id}",
-                        subject=f"event/{row.event_id}",
-                    ),
-                    priority=row.priority,
+                event = new_event(
+                    request,
+                    tenant_id=row.tenant_id,
+                    source=SOURCE,
+                    event_id=f"scheduler:{row.message_id}",
+                    subject=f"event/{row.event_id}",
                 )
+                event = _in_own_trace(
+                    event,
+                    **{"herald.reminder_id": str(row.id), "herald.message_id": str(row.message_id)},
+                )
+                uow.add_event(event, priority=row.priority)
                 LATENESS.observe(max(0.0, (now - row.due_at).total_seconds()))
                 fired += 1
             updates.append(
@@ -243,13 +277,17 @@ async def fire_due_pacing(sched: Scheduler, now: datetime | None = None) -> int:
             plan = plan_due(row.next_at, now, sched.grace, rec)
             if plan.fire is not None:
                 slot_id = occurrence_message_id(row.id, plan.fire)
+                event = new_event(
+                    PacingDue(user_id=row.user_id, schedule_id=row.id, slot_at=plan.fire),
+                    tenant_id=row.tenant_id,
+                    source=SOURCE,
+                    event_id=f"pacing:{slot_id}",
+                    subject=f"pacing/{row.id}",
+                )
                 uow.add_event(
-                    new_event(
-                        PacingDue(user_id=row.user_id, schedule_id=row.id, slot_at=plan.fire),
-                        tenant_id=row.tenant_id,
-                        source=SOURCE,
-                        event_id=f"pacing:{slot_id}",
-                        subject=f"pacing/{row.id}",
+                    _in_own_trace(
+                        event,
+                        **{"herald.pacing_schedule_id": str(row.id), "herald.slot_at": plan.fire.isoformat()},
                     )
                 )
                 LATENESS.observe(max(0.0, (now - plan.fire).total_seconds()))

@@ -46,6 +46,7 @@ class Job:
     pair_interval: float
     recipient_hash: str
     traceparent: str | None = None  # of the span that accepted the message (shared.tracing)
+    send_traceparent: str | None = None  # of this attempt's "sender send" span (its status events)
     rate: float = 0.0  # the channel's paced rate (slots 1/rate apart); 0: not paced
     note: str | None = None
     answered_at: datetime | None = None  # when the provider answered the send
@@ -61,6 +62,8 @@ class Job:
             "channel_id": self.channel.id,
             "correlation_id": self.correlation_id,
             "origin": self.origin,
+            # status.Change: the result's message.status event continues the send's span
+            "traceparent": self.send_traceparent or self.traceparent,
         }
 
 

@@ -17,6 +17,7 @@ from services.sender.providers.registry import SPECS, load_adapter_class
 from services.sender.providers.sandbox import SandboxProvider
 from services.sender.providers.store import PostgresMappingStore
 from services.sender.settings import SenderSettings
+from shared import tracing
 from shared.crypto import lookup_hash
 from shared.events import MessageContent
 from shared.service import ServiceRuntime
@@ -51,6 +52,8 @@ class Sender:
             self.http = httpx.AsyncClient(
                 transport=AiohttpTransport(limits=limits),
                 timeout=self.settings.http_timeout_seconds,
+                # the provider call carries the CLIENT span's traceparent (only when tracing is on)
+                event_hooks=tracing.http_event_hooks(),
             )
         return self.http
 

@@ -151,6 +151,7 @@ class Dispatcher:
                 "herald.attempt": job.attempts,
             },
         ) as current:
+            job.send_traceparent = tracing.traceparent()  # the result's message.status continues it
             ids = {
                 "message_id": str(job.id),
                 **({"correlation_id": job.correlation_id} if job.correlation_id else {}),
@@ -483,6 +484,7 @@ class Dispatcher:
                     "wait_until": until,
                     **ambiguous,
                 },
+                traceparent=job.send_traceparent,
             )
         else:
             change = status.Change(
@@ -493,6 +495,7 @@ class Dispatcher:
                 error_code=code,
                 dead_letter=d.dead_letter,
                 values={"sending_started_at": None, **ambiguous},
+                traceparent=job.send_traceparent,
             )
             if d.dead_letter:
                 DEAD_LETTERS.labels(label).inc()

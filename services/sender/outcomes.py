@@ -9,6 +9,7 @@ from services.sender import domain, status
 from services.sender import repository as repo
 from services.sender.catalogues import record_opt_out
 from services.sender.context import Sender
+from shared import tracing
 from shared.events import CloudEvent, DeliveryStatus, utcnow
 
 
@@ -44,6 +45,9 @@ async def apply_delivery_status(
                 await uow.commit()
                 return False
             if domain.can_move(row.status, new):
+                # the status event continues the message's trace (status.Change); the webhook's
+                # trace, where this runs, keeps a link to it
+                tracing.link_current(row.traceparent)
                 failed = new == "failed"
                 reason = None
                 if failed:

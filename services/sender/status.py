@@ -5,6 +5,12 @@ new status (with what it clears: the reason, the error code and the dead-letter 
 describe the new status, never an earlier attempt), its history line, and the ``message.status``
 outbox event. Every path — acceptance, the claim, the provider's answer, retries, dead letters,
 delivery statuses, reconciliation, replay, a deleted channel — goes through it.
+
+The ``message.status`` event continues the message's trace, whatever span (if any) records it:
+the send's span for the provider's answer (``Change.traceparent``), else the span that accepted
+the message (``messages.traceparent``). Results are recorded in batches outside any span, and a
+delivery status arrives in the webhook's own trace; a consumer of ``message.status`` still joins
+the message's trace. With tracing off the column is empty and the event is as it always was.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ class Change:
     other columns that change with the status (``not_before``, ``attempts``, …). ``row_reason``
     is what the row's ``status_reason`` keeps when it differs from the history line (a sent
     fallback keeps why the fallback was sent). ``at`` is when it happened (a provider's
-    timestamp); the default is the time of recording."""
+    timestamp); the default is the time of recording. ``traceparent`` is the span the event
+    continues (the send's); the default is ``message["traceparent"]``, the accepting span's."""
 
     message: Mapping[str, Any]
     status: str
@@ -54,6 +61,7 @@ class Change:
     at: datetime | None = None
     row_reason: str | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
+    traceparent: str | None = None
 
     @property
     def id(self) -> uuid.UUID:
@@ -82,7 +90,7 @@ class Change:
 
     def event(self, now: datetime) -> CloudEvent[Any]:
         m = self.message
-        return new_event(
+        event = new_event(
             MessageStatusChanged(
                 message_id=m["id"],
                 status=self.status,
@@ -101,6 +109,9 @@ class Change:
             source=SOURCE,
             subject=str(m["id"]),
         )
+        parent = self.traceparent or m.get("traceparent")
+        # explicit, so that tracing.inject (in UnitOfWork.add_event) keeps it over the current span
+        return event.model_copy(update={"traceparent": parent}) if parent else event
 
 
 def _same(value: Any) -> Any:

@@ -31,9 +31,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from devtools.processes import ServiceProcess, free_port, herald_cli, ingest_env, pipeline_env, wait_for
 from tests.conftest import Infra
+from tests.e2e.sender.conftest import TOKEN as META_TOKEN
+from tests.e2e.sender.conftest import MetaThread
 
 pytestmark = pytest.mark.e2e
 TRACED = ("ingest", "pipeline", "sender")
+META_SECRET = "otel-meta-app-secret"
 
 
 @dataclass(frozen=True)
@@ -294,3 +297,152 @@ def test_a_webhook_continues_its_trace_into_every_consumer_of_the_inbound_messag
     assert_one_tree(spans, caller_span)
     server = next(s for s in spans if s.kind == "SPAN_KIND_SERVER")
     assert server.parent_span_id == caller_span and server.attributes["http.response.status_code"] == 200
+
+
+@pytest.fixture(scope="module")
+def meta() -> Iterator[MetaThread]:
+    """The fake Meta Cloud API (an HTTP provider) the sender sends to, in a thread of this process."""
+    fake = MetaThread().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def signed_meta_webhook(ingest: httpx.Client, url: str, phone: str, text: str, traceparent: str) -> None:
+    """One signed Meta webhook carrying a text from ``phone``, in the caller's trace."""
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Ana"}, "wa_id": phone.lstrip("+")}],
+        "messages": [
+            {
+                "from": phone.lstrip("+"),
+                "id": f"wamid.{uuid.uuid4().hex}",
+                "timestamp": str(int(time.time())),
+                "type": "text",
+                "text": {"body": text},
+            }
+        ],
+    }
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
+        }
+    ).encode()
+    posted = httpx.post(
+        f"{ingest.base_url}{url}" if url.startswith("/") else url,
+        content=body,
+        headers={
+            "X-Hub-Signature-256": "sha256="
+            + hmac.new(META_SECRET.encode(), body, hashlib.sha256).hexdigest(),
+            "Content-Type": "application/json",
+            "traceparent": traceparent,
+        },
+        timeout=10,
+    )
+    assert posted.status_code == 200, posted.text
+
+
+def test_one_trace_from_a_webhook_to_the_http_provider_call_of_the_answer(
+    traced: dict[str, Any], collector: Collector, meta: MetaThread
+):
+    """Issue 14 §3: a user's order arrives as a signed Meta webhook, the pipeline asks its one
+    clarification question, the sender sends it to the Meta Cloud API (an HTTP provider): one
+    trace holds ingest's server span, the pipeline's consumer span, the sender's consumer and send
+    spans and the CLIENT span of the provider call, each the child of the one before; the call
+    carries that CLIENT span's ``traceparent`` to the provider, and the ``message.status`` of the
+    send continues the trace into its consumer (the pipeline)."""
+    c = clients(traced)
+    ingest, pipeline, sender = c["ingest"], c["pipeline"], c["sender"]
+    pnid = uuid.uuid4().hex[:15]
+    channel = sender.post(
+        "/v1/channels",
+        json={
+            "name": "meta traced",
+            "provider": "meta",
+            "base_url": meta.url,
+            "settings": {"phone_number_id": pnid},
+            "credentials": {"access_token": META_TOKEN},
+            "is_default": True,  # the pipeline's answer names no channel
+            "throughput_per_second": 1000,
+            "pair_interval_seconds": 0,
+        },
+    )
+    assert channel.status_code == 201, channel.text
+    source = ingest.post(
+        "/v1/webhook-sources",
+        json={
+            "provider": "meta",
+            "secrets": {"app_secret": META_SECRET, "verify_token": "v"},
+            "channel_id": channel.json()["id"],  # the inbound opens the window of this number
+        },
+    )
+    assert source.status_code == 201, source.text
+    url = source.json()["url"]
+    user, phone = f"user-{uuid.uuid4().hex[:6]}", f"+55119{random.randint(80_000_000, 99_999_999)}"
+    assert ingest.put(f"/v1/contacts/{phone}", json={"user_id": user}).status_code == 200
+    profile = pipeline.put(f"/v1/profiles/{user}", json={"phone": phone, "topics": []})
+    assert profile.status_code == 200, profile.text
+
+    # a first message (a note, stored silently) opens the 24-hour window: free-form text may go
+    # out; waiting for the sender's span of it means the window is recorded before the order
+    hello_trace = uuid.uuid4().hex
+    signed_meta_webhook(
+        ingest,
+        url,
+        phone,
+        "the new menu has a vegan feijoada",
+        f"00-{hello_trace}-{uuid.uuid4().hex[:16]}-01",
+    )
+    wait_trace(
+        collector, hello_trace, {("herald-sender", "SPAN_KIND_CONSUMER", "sender handle inbound.received.v1")}
+    )
+    assert meta.received_for(pnid) == []
+
+    trace_id, caller_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    signed_meta_webhook(
+        ingest, url, phone, "write me a post about our new menu", f"00-{trace_id}-{caller_span}-01"
+    )
+    [received] = wait_for(lambda: meta.received_for(pnid) or None, 60, "the clarification at the fake Meta")
+    assert "Which platform is this post for?" in json.dumps(received["body"])
+
+    spans = wait_trace(
+        collector,
+        trace_id,
+        {
+            ("herald-ingest", "SPAN_KIND_SERVER", "POST /webhooks/meta/{source_id}"),
+            ("herald-pipeline", "SPAN_KIND_CONSUMER", "pipeline handle inbound.received.v1"),
+            ("herald-sender", "SPAN_KIND_CONSUMER", "sender handle message.requested.v1"),
+            ("herald-sender", "SPAN_KIND_INTERNAL", "sender send"),
+            ("herald-sender", "SPAN_KIND_CLIENT", "meta send"),
+        },
+    )
+    assert_one_tree(spans, caller_span)
+    one = {s.name: s for s in spans if s.name != "pipeline handle message.status.v1.pipeline"}
+    server = one["POST /webhooks/meta/{source_id}"]
+    decided = one["pipeline handle inbound.received.v1"]
+    accepted = one["sender handle message.requested.v1"]
+    send, call = one["sender send"], one["meta send"]
+    assert server.parent_span_id == caller_span and server.attributes["http.response.status_code"] == 200
+    assert decided.parent_span_id == server.span_id
+    assert accepted.parent_span_id == decided.span_id
+    assert send.parent_span_id == accepted.span_id
+    assert call.parent_span_id == send.span_id
+    assert call.attributes["server.address"] == "127.0.0.1"
+    assert call.attributes["herald.provider_message_id"] == received["id"]
+    # the provider saw the CLIENT span as its caller (W3C trace context on the HTTP request)
+    assert received["traceparent"].startswith(f"00-{trace_id}-{call.span_id}-")
+
+    # the "sent" status event continues the send's span, into the pipeline that consumes it
+    def status_after_send() -> list[ExportedSpan] | None:
+        found = [
+            s
+            for s in collector.trace(trace_id)
+            if s.name.startswith("pipeline handle message.status") and s.parent_span_id == send.span_id
+        ]
+        return found or None
+
+    [status_span] = wait_for(status_after_send, 30, "the pipeline's span of the sent status")
+    assert status_span.kind == "SPAN_KIND_CONSUMER"

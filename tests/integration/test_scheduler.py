@@ -17,6 +17,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import sqlalchemy as sa
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from devtools.database import create_migrated_database, drop_database
 from services.scheduler import delivery, firing
@@ -26,6 +29,7 @@ from services.scheduler.domain import occurrence_message_id
 from services.scheduler.models import outbox
 from services.scheduler.reminders import cancel_event_reminders, plan_event_reminders
 from services.scheduler.settings import SchedulerSettings
+from shared import tracing
 from shared.crypto import SecretBox
 from shared.events import (
     Attendee,
@@ -514,3 +518,63 @@ async def test_a_cancellation_that_arrives_first_is_not_undone_by_the_late_publi
     assert await cancel_event_reminders(sched, stale_cancel) == 0
     still = (await client.get("/v1/reminders", params={"event_id": event_id})).json()["items"]
     assert {i["status"] for i in still} == {"pending"}
+
+
+async def test_each_firing_is_a_new_trace_whose_producer_span_the_event_carries(system, monkeypatch):
+    """Tracing on: an occurrence that fires gets a PRODUCER span of its own (a new root, whatever
+    is current), and the published ``message.requested`` carries its traceparent, so the sender's
+    spans join the scheduler's trace. Tracing off: the event has no traceparent."""
+    runtime, sched, client = system
+
+    async def one_off(label: str) -> tuple[dict[str, Any], datetime]:
+        send_at = utcnow() + timedelta(hours=3)
+        r = await client.post(
+            "/v1/scheduled-messages", json={"to": PHONE, "text": label, "send_at": send_at.isoformat()}
+        )
+        assert r.status_code == 201, r.text
+        return r.json(), datetime.fromisoformat(r.json()["send_at"])
+
+    async def bodies() -> list[dict[str, Any]]:
+        async with runtime.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(outbox.c.body)
+                    .where(outbox.c.routing_key == "message.requested.v1")
+                    .order_by(outbox.c.id)
+                )
+            ).all()
+        return [json.loads(r.body) for r in rows]
+
+    untraced, at = await one_off("untraced")
+    before = len(await bodies())
+    await firing.fire_due(sched, now=at + timedelta(seconds=0.1))
+    [off] = (await bodies())[before:]
+    assert off["data"]["message_id"] == str(occurrence_message_id(uuid.UUID(untraced["id"]), at))
+    assert "traceparent" not in off
+
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    tracing.disable()
+    exporter = InMemorySpanExporter()
+    assert tracing.configure("scheduler", exporter=exporter)
+    try:
+        schedule, at = await one_off("traced")
+        before = len(await bodies())
+        with tracing.span("an unrelated span") as unrelated:  # the firing does not continue it
+            assert unrelated is not None
+            await firing.fire_due(sched, now=at + timedelta(seconds=0.1))
+    finally:
+        tracing.disable()
+    [event] = (await bodies())[before:]
+    [fired] = [s for s in exporter.get_finished_spans() if s.name == "scheduler fire message.requested.v1"]
+    assert fired.kind == SpanKind.PRODUCER and fired.parent is None
+    ctx = fired.get_span_context()
+    assert ctx.trace_id != unrelated.get_span_context().trace_id
+    assert event["traceparent"].startswith(f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-")
+    message_id = str(occurrence_message_id(uuid.UUID(schedule["id"]), at))
+    assert event["data"]["message_id"] == message_id
+    assert fired.attributes["herald.schedule_id"] == schedule["id"]
+    assert fired.attributes["herald.message_id"] == message_id
+    assert fired.attributes["messaging.message.id"] == event["id"]
+    # the sender's consumer continues it: the envelope's context names the scheduler's span
+    parent = tracing.extract(event)
+    assert parent is not None and trace.get_current_span(parent).get_span_context().span_id == ctx.span_id

@@ -129,7 +129,8 @@ def test_log_lines_inside_a_span_carry_its_trace_and_span_ids(spans: InMemorySpa
 
 
 def test_a_service_built_with_tracing_off_installs_no_tracing_at_all(monkeypatch: pytest.MonkeyPatch):
-    """The hot paths stay as they were: no consumer middleware, no tracer provider for FastAPI."""
+    """The hot paths stay as they were: no span-making consumer middleware (only the one that puts
+    the event's ids on log lines), no tracer provider for FastAPI."""
     from opentelemetry import trace
 
     from services.sender.app import build
@@ -138,7 +139,7 @@ def test_a_service_built_with_tracing_off_installs_no_tracing_at_all(monkeypatch
     tracing.disable()
     runtime, _app = build()
     names = [getattr(m, "__name__", type(m).__name__) for m in runtime.broker.middlewares]
-    assert "ConsumerTracing" not in names, names
+    assert "ConsumerTracing" not in names and "ConsumerLogIds" in names, names
     assert not tracing.enabled()
     assert not trace.get_current_span().get_span_context().is_valid
     assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
@@ -149,4 +150,4 @@ def test_a_service_built_with_tracing_on_traces_its_consumers(spans: InMemorySpa
 
     runtime, _app = build()
     names = [getattr(m, "__name__", type(m).__name__) for m in runtime.broker.middlewares]
-    assert "ConsumerTracing" in names, names
+    assert "ConsumerTracing" in names and "ConsumerLogIds" not in names, names
