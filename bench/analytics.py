@@ -9,19 +9,25 @@ a migrated database, and seeds ``sender.messages`` with ``--messages`` rows over
 one ``INSERT … SELECT FROM generate_series`` (5 tenants holding 40/25/15/10/10 %, 3 channels each,
 8 templates, origins api/scheduler/pipeline; statuses 45 % read, 30 % delivered, 12 % sent,
 8 % failed with six codes, 5 % queued/sending; queue and delivery times drawn per row), then
-``VACUUM ANALYZE``. It runs the queries of ``GET /v1/analytics/messages``
-(``services.sender.repository.analytics``: the figures with groups and totals, and the top
-failures) for the biggest tenant, Europe/Lisbon, ``--runs`` times each:
+``VACUUM ANALYZE``; the 0011 triggers write the seed's analytics deltas, and it times folding
+them into the rollup (``services.sender.rollup.fold_all``, what a sender does in the background).
 
-1. the last 30 days by day, 2. the last 30 days by template, 3. the 90 days by day (for scale);
+It then runs ``GET /v1/analytics/messages``'s two paths for the biggest tenant, ``--runs`` times
+each, in the same run: the **rollup** path (``analytics.plan`` → ``rollup_figures`` + top failures
+in one REPEATABLE READ snapshot → ``fold`` → ``combine``: what the API does for a zone whose
+offsets are whole hours) and the **scan** of the messages (``message_figures`` + top failures,
+what it does for a zone such as Asia/Kolkata), with the 0005 index:
 
-and prints p50/p95 of each, **with** the 0005 index (``ix_messages_analytics``) and, in the same
-run, **without** it (dropped inside a transaction that is rolled back, so the planner falls back
-to the older ``ix_messages_tenant_created``), with the ratio. Target: p95 ≤ 100 ms.
+1. the last 30 days by day, 2. the last 30 days by template, 3. the 90 days by day, all in
+Europe/Lisbon; 4. the last 30 days by day in America/Sao_Paulo (a local day is not a UTC day);
+5. case 1 again with 10,000 fresh messages' deltas not folded yet (a fold that is behind).
 
-4. **hot path** (``--hot-rounds``): what 0005 costs the sender's writes — 4,000 messages inserted
-   100 per transaction, then moved queued → sending → sent → delivered 100 per statement, with the
-   0005 trigger and indexes and without them (dropped), alternately: ms per message at PostgreSQL.
+It prints p50/p95 of each path and the p95 ratio rollup / scan. Target: p95 ≤ 100 ms.
+
+6. **hot path** (``--hot-rounds``): what the analytics cost the sender's writes — 4,000 messages
+   inserted 100 per transaction, then moved queued → sending → sent → delivered 100 per statement,
+   with everything as migrated, without the 0011 triggers, and without 0011 and 0005 (dropped),
+   in turn: ms per message at PostgreSQL.
 
 A program that prints figures, not a test: it asserts nothing.
 """
@@ -40,11 +46,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from devtools.database import create_migrated_database, drop_database
 from devtools.infra import resolve_infra
-from services.sender import analytics
+from services.sender import analytics, rollup
 from services.sender.repository import analytics as queries
 
 TENANTS = [uuid.UUID(int=i + 1) for i in range(5)]
@@ -95,11 +101,21 @@ SELECT gen_random_uuid(), :t, 'h', 'e', 'r' || g, 5, 'api', 'queued', now(), now
 FROM generate_series(1, :n) AS g
 """
 HOT_UPDATE = "UPDATE sender.messages SET status = :s, updated_at = now() WHERE id = ANY(:ids) AND status = :p"
+ZERO_ELEVEN_DROP = (
+    "DROP TRIGGER messages_analytics_inserts ON sender.messages",
+    "DROP TRIGGER messages_analytics_change ON sender.messages",
+    "DROP TRIGGER messages_analytics_deletes ON sender.messages",
+)
 ZERO_FIVE_DROP = (
     "DROP TRIGGER messages_stamp_status_times ON sender.messages",
     "DROP INDEX sender.ix_messages_analytics",
     "DROP INDEX sender.ix_messages_failed",
 )
+HOT_VARIANTS = {
+    "as migrated": (),
+    "without 0011": ZERO_ELEVEN_DROP,
+    "without 0011, 0005": ZERO_ELEVEN_DROP + ZERO_FIVE_DROP,
+}
 
 
 async def hot_round(engine: AsyncEngine) -> tuple[float, float]:
@@ -128,12 +144,14 @@ async def hot_round(engine: AsyncEngine) -> tuple[float, float]:
 
 
 async def hot_path(engine: AsyncEngine, rounds: int) -> None:
-    async with engine.connect() as conn:  # the definitions to restore, as the migration made them
+    async with engine.connect() as conn:  # the definitions to restore, as the migrations made them
         restore = list(
             (
                 await conn.execute(
                     text(
-                        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'messages_stamp_status_times' "
+                        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname IN "
+                        "('messages_stamp_status_times', 'messages_analytics_inserts', 'messages_analytics_change', "
+                        "'messages_analytics_deletes') "
                         "UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'sender' "
                         "AND indexname IN ('ix_messages_analytics', 'ix_messages_failed')"
                     )
@@ -141,25 +159,29 @@ async def hot_path(engine: AsyncEngine, rounds: int) -> None:
             ).scalars()
         )
     await hot_round(engine)  # warm-up
-    results: dict[str, list[tuple[float, float]]] = {"with": [], "without": []}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in HOT_VARIANTS}
     for _ in range(rounds):
-        results["with"].append(await hot_round(engine))
-        async with engine.begin() as conn:
-            for q in ZERO_FIVE_DROP:
-                await conn.execute(text(q))
-        results["without"].append(await hot_round(engine))
-        async with engine.begin() as conn:
-            for q in restore:
-                await conn.execute(text(q))
-    w = [statistics.median(x) for x in zip(*results["with"], strict=True)]
-    wo = [statistics.median(x) for x in zip(*results["without"], strict=True)]
-    print(f"hot path at PostgreSQL (median of {rounds} rounds, 4,000 messages each), with / without 0005:")
-    print(
-        f"  insert (100 per transaction)      {w[0]:.3f} / {wo[0]:.3f} ms per message   ratio {w[0] / wo[0]:.2f}"
-    )
-    print(
-        f"  three status updates (100 each)   {w[1]:.3f} / {wo[1]:.3f} ms per message   ratio {w[1] / wo[1]:.2f}"
-    )
+        for name, drops in HOT_VARIANTS.items():
+            async with engine.begin() as conn:
+                for q in drops:
+                    await conn.execute(text(q))
+            results[name].append(await hot_round(engine))
+            if drops:
+                async with engine.begin() as conn:
+                    for q in drops:  # put back what was dropped, as migrated
+                        name_of = q.split()[2].split(".")[-1]
+                        for definition in restore:
+                            if f" {name_of} " in definition:
+                                await conn.execute(text(definition))
+    await rollup.fold_all(engine)  # the hot rounds' deltas
+    med = {name: [statistics.median(x) for x in zip(*r, strict=True)] for name, r in results.items()}
+    base = med["without 0011, 0005"]
+    print(f"hot path at PostgreSQL (median of {rounds} rounds, 4,000 messages each), ms per message:")
+    print("                                   " + "".join(f"{name:>22}" for name in HOT_VARIANTS))
+    for i, what in enumerate(("insert (100 per transaction)", "three status updates (100 each)")):
+        cells = "".join(f"{med[name][i]:>15.3f} ({med[name][i] / base[i]:4.2f})" for name in HOT_VARIANTS)
+        print(f"  {what:<33}{cells}")
+    print("  (ratio to the last column: no analytics triggers or indexes at all)")
 
 
 def say(message: str) -> None:
@@ -171,25 +193,58 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
 
 
-async def one(conn: AsyncConnection, period: analytics.Period, group_by: str) -> float:
+async def scan(engine: AsyncEngine, tenant: uuid.UUID, period: analytics.Period, group_by: str) -> float:
+    """The figures read from the messages themselves (a zone that cuts hours in two)."""
     started = time.perf_counter()
-    await queries.message_figures(conn, TENANTS[0], period.since, period.until, group_by, TZ)
-    await queries.top_failures(conn, TENANTS[0], period.since, period.until, analytics.TOP_FAILURES)
+    async with engine.connect() as conn:
+        rows = await queries.message_figures(conn, tenant, period.since, period.until, group_by, period.tz)
+        await queries.top_failures(conn, tenant, period.since, period.until, analytics.TOP_FAILURES)
+    analytics.combine(rows)
     return (time.perf_counter() - started) * 1000
 
 
-async def measure(conn: AsyncConnection, cases: dict[str, tuple[analytics.Period, str]], runs: int) -> dict:
-    out: dict[str, list[float]] = {name: [] for name in cases}
-    for period, group_by in cases.values():
-        await one(conn, period, group_by)  # warm the cache
+async def rolled(engine: AsyncEngine, tenant: uuid.UUID, period: analytics.Period, group_by: str) -> float:
+    """The API's path for a whole-hour zone: the rollup plus the pending deltas, in one snapshot."""
+    started = time.perf_counter()
+    pieces = analytics.plan(period, group_by)
+    assert pieces is not None, period
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            r, pending = await queries.rollup_figures(
+                conn, tenant, period.since, period.until, analytics.dimension(group_by), pieces
+            )
+            await queries.top_failures(conn, tenant, period.since, period.until, analytics.TOP_FAILURES)
+    analytics.combine(analytics.fold(r, pending, pieces, group_by, period.zone))
+    return (time.perf_counter() - started) * 1000
+
+
+async def measure(engine: AsyncEngine, cases: dict[str, tuple[analytics.Period, str]], runs: int) -> dict:
+    """``runs`` timings of each path of each case, the paths and cases interleaved."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for period, group_by in cases.values():  # warm the cache
+        await scan(engine, TENANTS[0], period, group_by)
+        await rolled(engine, TENANTS[0], period, group_by)
     for _ in range(runs):
         for name, (period, group_by) in cases.items():
-            out[name].append(await one(conn, period, group_by))
+            out.setdefault((name, "rollup"), []).append(await rolled(engine, TENANTS[0], period, group_by))
+            out.setdefault((name, "scan"), []).append(await scan(engine, TENANTS[0], period, group_by))
     return out
 
 
+def report(results: dict, names: list[str]) -> None:
+    print("query (figures + top failures)            rollup p50 / p95        scan p50 / p95     p95 ratio")
+    for name in names:
+        a, b = results[(name, "rollup")], results[(name, "scan")]
+        print(
+            f"  {name:<40} {statistics.median(a):7.1f} / {pct(a, 0.95):6.1f} ms"
+            f"   {statistics.median(b):7.1f} / {pct(b, 0.95):6.1f} ms"
+            f"    {pct(a, 0.95) / pct(b, 0.95):5.2f}"
+        )
+
+
 async def run(db_url: str, n: int, days: int, runs: int, hot_rounds: int) -> None:
-    engine = create_async_engine(db_url)
+    engine = create_async_engine(db_url, pool_size=2)
     try:
         started = time.monotonic()
         async with engine.begin() as conn:
@@ -203,34 +258,40 @@ async def run(db_url: str, n: int, days: int, runs: int, hot_rounds: int) -> Non
                     text("SELECT count(*) FROM sender.messages WHERE tenant_id = :t"), {"t": TENANTS[0]}
                 )
             ).scalar()
-        today = datetime.now(ZoneInfo(TZ)).date()
+        started = time.monotonic()
+        folded = await rollup.fold_all(engine)
+        fold_seconds = time.monotonic() - started
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("VACUUM ANALYZE sender.analytics_rollup, sender.analytics_deltas"))
+            rows = (await conn.execute(text("SELECT count(*) FROM sender.analytics_rollup"))).scalar()
+        say(f"folded {folded:,} deltas into {rows:,} rollup rows in {fold_seconds:.1f} s")
 
-        def period(d: int) -> analytics.Period:
-            return analytics.Period(today - timedelta(days=d - 1), today, TZ)
+        def period(d: int, tz: str = TZ) -> analytics.Period:
+            return analytics.Period(
+                datetime.now(ZoneInfo(tz)).date() - timedelta(days=d - 1),
+                datetime.now(ZoneInfo(tz)).date(),
+                tz,
+            )
 
         cases = {
             "30 days by day": (period(30), "day"),
             "30 days by template": (period(30), "template"),
             f"{days} days by day": (period(days), "day"),
+            "30 days by day, America/Sao_Paulo": (period(30, "America/Sao_Paulo"), "day"),
         }
-        async with engine.connect() as conn:
-            with_index = await measure(conn, cases, runs)
-        async with engine.connect() as conn:
-            async with conn.begin() as tx:
-                await conn.execute(text("DROP INDEX sender.ix_messages_analytics, sender.ix_messages_failed"))
-                without = await measure(conn, cases, runs)
-                await tx.rollback()
-        print(f"messages {n:,} over {days} days; biggest tenant {count:,}; {runs} runs per query, tz {TZ}")
+        results = await measure(engine, cases, runs)
+        async with engine.begin() as conn:  # a fold that is behind: 10,000 new messages' deltas
+            await conn.execute(text(HOT_INSERT), {"t": TENANTS[0], "n": 10_000})
+        behind = {"30 days by day, 10,000 deltas pending": (period(30), "day")}
+        results |= await measure(engine, behind, runs)
+        await rollup.fold_all(engine)
+        print(f"messages {n:,} over {days} days; biggest tenant {count:,}; {runs} runs per query")
         print(
-            "query (figures + top failures)     with 0005 index p50 / p95     without p50 / p95    p95 ratio"
+            f"fold of the seed: {folded:,} deltas in {fold_seconds:.1f} s ({folded / fold_seconds:,.0f} deltas/s)"
+            f" into {rows:,} rollup rows"
         )
-        for name in cases:
-            a, b = with_index[name], without[name]
-            print(
-                f"  {name:<30} {statistics.median(a):8.1f} / {pct(a, 0.95):6.1f} ms"
-                f"      {statistics.median(b):8.1f} / {pct(b, 0.95):6.1f} ms"
-                f"    {pct(a, 0.95) / pct(b, 0.95):5.2f}"
-            )
+        report(results, [*cases, *behind])
         if hot_rounds:
             await hot_path(engine, hot_rounds)
     finally:
