@@ -356,7 +356,39 @@ def dimension(group_by: str) -> str:
     return group_by if group_by in ("channel", "template", "origin") else "none"
 
 
-_FIELDS = ("n", "sent", "delivered", "read", "failed", "q_n")
+FIELDS = ("n", "sent", "delivered", "read", "failed", "q_n")
+
+
+def blank() -> dict[str, Any]:
+    """An empty sum of figures: the counts, the queue-time sum and the two histograms."""
+    return {**dict.fromkeys(FIELDS, 0), "q_sum": 0.0, "q": Counter(), "d": Counter()}
+
+
+def add_row(a: dict[str, Any], r: Any, sign: int = 1) -> None:
+    """Add (sign 1) or take away (-1) a rollup row: counts, queue-time sum, histogram arrays."""
+    for f in FIELDS:
+        a[f] += sign * getattr(r, f)
+    a["q_sum"] += sign * r.q_sum
+    for b, n in zip(r.q_bins, r.q_counts, strict=True):
+        a["q"][b] += sign * n
+    for b, n in zip(r.d_bins, r.d_counts, strict=True):
+        a["d"][b] += sign * n
+
+
+def add_cell(a: dict[str, Any], c: Any) -> None:
+    """Add a cell of summed deltas (its messages' histogram buckets ``qb``/``db``, weight ``n``)."""
+    for f in FIELDS:
+        a[f] += int(getattr(c, f))
+    a["q_sum"] += float(c.q_sum)
+    if c.qb is not None:
+        a["q"][c.qb] += int(c.n)
+    if c.db is not None:
+        a["d"][c.db] += int(c.n)
+
+
+def histograms(a: dict[str, Any]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The queue- and delivery-time histograms of a sum, as sorted (bucket, count), empty ones out."""
+    return sorted((b, n) for b, n in a["q"].items() if n), sorted((b, n) for b, n in a["d"].items() if n)
 
 
 def fold(
@@ -370,19 +402,12 @@ def fold(
     def into(key: Any) -> dict[str, Any]:
         a = acc.get(key)
         if a is None:
-            a = acc[key] = {**dict.fromkeys(_FIELDS, 0), "q_sum": 0.0, "q": Counter(), "d": Counter()}
+            a = acc[key] = blank()
         return a
 
     for r in rolled:
         for sign, key in pieces.get((DAY if r.level >= 4 else HOUR, r.bucket), ()):
-            a = into((r.dim or None) if by_dim else key)
-            for f in _FIELDS:
-                a[f] += sign * getattr(r, f)
-            a["q_sum"] += sign * r.q_sum
-            for b, n in zip(r.q_bins, r.q_counts, strict=True):
-                a["q"][b] += sign * n
-            for b, n in zip(r.d_bins, r.d_counts, strict=True):
-                a["d"][b] += sign * n
+            add_row(into((r.dim or None) if by_dim else key), r, sign)
     for c in pending:
         if by_dim:
             key = c.dim or None
@@ -390,24 +415,16 @@ def fold(
             key = c.hour.astimezone(zone).date().isoformat()
         else:
             key = c.hour.astimezone(zone).strftime("%Y-%m-%dT%H:00")
-        a = into(key)
-        for f in _FIELDS:
-            a[f] += int(getattr(c, f))
-        a["q_sum"] += float(c.q_sum)
-        if c.qb is not None:
-            a["q"][c.qb] += int(c.n)
-        if c.db is not None:
-            a["d"][c.db] += int(c.n)
+        add_cell(into(key), c)
     rows = []
     for key, a in acc.items():
         if a["n"] == 0:  # every message it had moved to another group
             continue
-        q = sorted((b, n) for b, n in a["q"].items() if n)
-        d = sorted((b, n) for b, n in a["d"].items() if n)
+        q, d = histograms(a)
         rows.append(
             {
                 "key": key,
-                **{f: a[f] for f in _FIELDS},
+                **{f: a[f] for f in FIELDS},
                 "q_sum": a["q_sum"],
                 "q_buckets": [b for b, _ in q],
                 "q_counts": [n for _, n in q],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.sender.analytics import FIELDS, add_cell, add_row, blank, histograms
 from services.sender.metrics import ROLLUP_FOLDED, ROLLUP_SECONDS
 from services.sender.repository.analytics import DAY, DIMS, HOUR, level
 
@@ -69,7 +69,6 @@ WHERE (tenant_id, level, bucket, dim) IN (
                          CAST(:buckets AS timestamptz[]), CAST(:dims AS text[])))
 """
 
-_COUNTS = ("n", "sent", "delivered", "read", "failed", "q_n")
 Key = tuple[Any, int, datetime, str]
 
 
@@ -90,10 +89,6 @@ def _keys(cell: Any) -> list[Key]:
     ]
 
 
-def _blank() -> dict[str, Any]:
-    return {**dict.fromkeys(_COUNTS, 0), "q_sum": 0.0, "q": Counter(), "d": Counter()}
-
-
 async def fold_once(engine: AsyncEngine, batch: int = 20_000) -> int | None:
     """One round: fold at most ``batch`` deltas. The number folded, or None when another
     process holds the fold."""
@@ -108,14 +103,8 @@ async def fold_once(engine: AsyncEngine, batch: int = 20_000) -> int | None:
             for key in _keys(cell):
                 a = sums.get(key)
                 if a is None:
-                    a = sums[key] = _blank()
-                for f in _COUNTS:
-                    a[f] += int(getattr(cell, f))
-                a["q_sum"] += float(cell.q_sum)
-                if cell.qb is not None:
-                    a["q"][cell.qb] += int(cell.n)
-                if cell.db is not None:
-                    a["d"][cell.db] += int(cell.n)
+                    a = sums[key] = blank()
+                add_cell(a, cell)
         keys = list(sums)
         columns = {
             "tenants": [k[0] for k in keys],
@@ -124,26 +113,20 @@ async def fold_once(engine: AsyncEngine, batch: int = 20_000) -> int | None:
             "dims": [k[3] for k in keys],
         }
         for r in (await conn.execute(sa.text(_CURRENT), columns)).all():
-            a = sums[(r.tenant_id, r.level, r.bucket.astimezone(UTC), r.dim)]
-            for f in _COUNTS:
-                a[f] += getattr(r, f)
-            a["q_sum"] += r.q_sum
-            a["q"].update(dict(zip(r.q_bins, r.q_counts, strict=True)))
-            a["d"].update(dict(zip(r.d_bins, r.d_counts, strict=True)))
+            add_row(sums[(r.tenant_id, r.level, r.bucket.astimezone(UTC), r.dim)], r)
         upserts, empty = [], []
         for key, a in sums.items():
             if a["n"] == 0:  # every message of it moved elsewhere
                 empty.append(key)
                 continue
-            q = sorted((b, n) for b, n in a["q"].items() if n)
-            d = sorted((b, n) for b, n in a["d"].items() if n)
+            q, d = histograms(a)
             upserts.append(
                 {
                     "tenant_id": key[0],
                     "level": key[1],
                     "bucket": key[2],
                     "dim": key[3],
-                    **{f: a[f] for f in _COUNTS},
+                    **{f: a[f] for f in FIELDS},
                     "q_sum": a["q_sum"],
                     "q_bins": [b for b, _ in q],
                     "q_counts": [n for _, n in q],

@@ -67,24 +67,18 @@ RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT CASE WHEN coalesce(sent_content, content)->>'kind' = 'template'
                   THEN coalesce(sent_content, content)->>'name' END $$;
 """,
-    f"""
-CREATE OR REPLACE FUNCTION sender.analytics_record_inserts() RETURNS trigger
+    *(
+        f"""
+CREATE OR REPLACE FUNCTION sender.analytics_record_{name}() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO sender.analytics_deltas ({COLUMNS}) SELECT {_state("r", "1")} FROM inserted r;
+    INSERT INTO sender.analytics_deltas ({COLUMNS}) SELECT {_state("r", sign)} FROM {table} r;
     RETURN NULL;
 END
 $$;
-""",
-    f"""
-CREATE OR REPLACE FUNCTION sender.analytics_record_deletes() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO sender.analytics_deltas ({COLUMNS}) SELECT {_state("r", "-1")} FROM deleted r;
-    RETURN NULL;
-END
-$$;
-""",
+"""
+        for name, table, sign in (("inserts", "inserted", "1"), ("deletes", "deleted", "-1"))
+    ),
     f"""
 CREATE OR REPLACE FUNCTION sender.analytics_record_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
