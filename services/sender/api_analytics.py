@@ -86,27 +86,8 @@ def routers(sender: Sender) -> list[APIRouter]:
             raise ApiError(
                 422, "invalid_request", f"{exc.field}: {exc}", [{"field": exc.field, "problem": str(exc)}]
             ) from None
-        pieces = analytics.plan(period, group_by)
         try:
-            async with runtime.engine.connect() as conn:
-                if pieces is None:  # a zone that cuts hours in two: from the messages themselves
-                    rows = await queries.message_figures(
-                        conn, tenant.id, period.since, period.until, group_by, tz
-                    )
-                    failures = await queries.top_failures(
-                        conn, tenant.id, period.since, period.until, analytics.TOP_FAILURES
-                    )
-                else:
-                    # one snapshot: a fold moves deltas into the rollup in one transaction
-                    await conn.execution_options(isolation_level="REPEATABLE READ")
-                    async with conn.begin():
-                        rolled, pending = await queries.rollup_figures(
-                            conn, tenant.id, period.since, period.until, analytics.dimension(group_by), pieces
-                        )
-                        failures = await queries.top_failures(
-                            conn, tenant.id, period.since, period.until, analytics.TOP_FAILURES
-                        )
-                    rows = analytics.fold(rolled, pending, pieces, group_by, period.zone)
+            rows, failures = await queries.read(runtime.engine, tenant.id, period, group_by)
         except DBAPIError as exc:  # a zone Python knows and PostgreSQL does not
             if "time zone" not in str(exc):
                 raise

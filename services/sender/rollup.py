@@ -1,10 +1,11 @@
-"""Folding the analytics deltas into the rollup (migration 0011).
+"""Folding the analytics deltas into the rollup (migrations 0011 and 0012).
 
 Every ``analytics_rollup_seconds`` a sender takes the oldest deltas (at most
 ``analytics_rollup_batch`` a round, until none are left), adds them up per (tenant, level, bucket,
 dim) and writes the sums into ``analytics_rollup``, deleting the deltas in the same transaction.
 One process at a time: the round holds a transaction-level advisory lock, and another sender's
-round simply skips. The figures are exact whether a round has run or not (a query adds the
+round simply skips. The failure deltas (0012) are folded into ``analytics_failures`` in the
+same round and transaction. The figures are exact whether a round has run or not (a query adds the
 deltas still pending), so a slow or stopped fold only makes queries read more rows.
 """
 
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.sender.analytics import FIELDS, add_cell, add_row, blank, histograms
 from services.sender.metrics import ROLLUP_FOLDED, ROLLUP_SECONDS
@@ -69,6 +71,41 @@ WHERE (tenant_id, level, bucket, dim) IN (
                          CAST(:buckets AS timestamptz[]), CAST(:dims AS text[])))
 """
 
+#: the oldest failure deltas added into their hour and day rows; the rows left at 0 are returned
+_FAILURES = """
+WITH gone AS (
+    DELETE FROM sender.analytics_failure_deltas
+    WHERE id IN (SELECT id FROM sender.analytics_failure_deltas ORDER BY id LIMIT :batch)
+    RETURNING tenant_id, created_at, code, meta, reason, n
+), cells AS (
+    SELECT tenant_id, g.level, date_trunc(CASE g.level WHEN 0 THEN 'hour' ELSE 'day' END, created_at, 'UTC')
+               AS bucket,
+           code, sum(n)::int AS n, coalesce(sum(n) FILTER (WHERE meta), 0)::int AS meta_n,
+           max(reason) FILTER (WHERE n > 0) AS reason, count(*) AS deltas
+    FROM gone CROSS JOIN (VALUES (0::smallint), (1::smallint)) AS g(level)
+    GROUP BY 1, 2, 3, 4
+), up AS (
+    INSERT INTO sender.analytics_failures AS f (tenant_id, level, bucket, code, n, meta_n, reason)
+    SELECT tenant_id, level, bucket, code, n, meta_n, reason FROM cells
+    ON CONFLICT (tenant_id, level, bucket, code) DO UPDATE SET
+        n = f.n + EXCLUDED.n, meta_n = f.meta_n + EXCLUDED.meta_n,
+        reason = coalesce(EXCLUDED.reason, f.reason)
+    RETURNING f.tenant_id, f.level, f.bucket, f.code, f.n
+)
+SELECT (SELECT coalesce(sum(deltas), 0) FROM cells WHERE level = 0) AS folded,
+       (SELECT coalesce(json_agg(json_build_object('tenant_id', tenant_id, 'level', level, 'bucket', bucket,
+                                                   'code', code)), '[]')
+        FROM up WHERE n = 0) AS empty
+"""
+
+_FAILURES_EMPTY = """
+DELETE FROM sender.analytics_failures f
+USING unnest(CAST(:tenants AS uuid[]), CAST(:levels AS smallint[]), CAST(:buckets AS timestamptz[]),
+             CAST(:codes AS text[])) AS k(tenant_id, level, bucket, code)
+WHERE f.tenant_id = k.tenant_id AND f.level = k.level AND f.bucket = k.bucket
+  AND f.code IS NOT DISTINCT FROM k.code AND f.n = 0
+"""
+
 Key = tuple[Any, int, datetime, str]
 
 
@@ -89,15 +126,32 @@ def _keys(cell: Any) -> list[Key]:
     ]
 
 
+async def _fold_failures(conn: AsyncConnection, batch: int) -> int:
+    """Fold at most ``batch`` failure deltas (0012); the number folded."""
+    folded, empty = (await conn.execute(sa.text(_FAILURES), {"batch": batch})).one()
+    if empty:
+        await conn.execute(
+            sa.text(_FAILURES_EMPTY),
+            {
+                "tenants": [uuid.UUID(e["tenant_id"]) for e in empty],
+                "levels": [e["level"] for e in empty],
+                "buckets": [datetime.fromisoformat(e["bucket"]) for e in empty],
+                "codes": [e["code"] for e in empty],
+            },
+        )
+    return int(folded)
+
+
 async def fold_once(engine: AsyncEngine, batch: int = 20_000) -> int | None:
-    """One round: fold at most ``batch`` deltas. The number folded, or None when another
-    process holds the fold."""
+    """One round: fold at most ``batch`` deltas of each kind (figures and failures). The number
+    folded, or None when another process holds the fold."""
     async with engine.begin() as conn:
         if not await conn.scalar(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LOCK}):
             return None
+        failures = await _fold_failures(conn, batch)
         cells = (await conn.execute(sa.text(_TAKE), {"batch": batch})).all()
         if not cells:
-            return 0
+            return failures
         sums: dict[Key, dict[str, Any]] = {}
         for cell in cells:
             for key in _keys(cell):
@@ -146,7 +200,7 @@ async def fold_once(engine: AsyncEngine, batch: int = 20_000) -> int | None:
                     "dims": [k[3] for k in empty],
                 },
             )
-        return sum(int(c.deltas) for c in cells)
+        return failures + sum(int(c.deltas) for c in cells)
 
 
 async def fold_all(engine: AsyncEngine, batch: int = 20_000) -> int:

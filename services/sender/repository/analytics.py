@@ -1,5 +1,6 @@
 """Queries of the delivery analytics: one aggregate over a tenant's messages of a period (groups
-and totals in one scan of ``ix_messages_analytics``), and the top failure codes."""
+and totals in one scan of ``ix_messages_analytics``), and the top failure codes; and the same read
+from the rollups (migrations 0011 and 0012) for a zone whose offsets are whole hours."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.sender import analytics
 from services.sender.models import messages as m
 
 #: histogram resolution: a bucket spans a factor of e^(1/BUCKETS_PER_E) ≈ 5 %
@@ -140,7 +142,7 @@ async def top_failures(
         sa.select(
             m.c.error_code.label("code"),
             sa.func.count().label("count"),
-            sa.func.bool_or(m.c.provider == "meta").label("meta"),
+            sa.func.coalesce(sa.func.bool_or(m.c.provider == "meta"), False).label("meta"),
         )
         .where(*_in_period(tenant_id, since, until), m.c.status == "failed")
         .group_by(m.c.error_code)
@@ -230,3 +232,78 @@ async def rollup_figures(
         )
     ).all()
     return rolled, pending
+
+
+#: the top failure codes of the period from the failures rollup (migration 0012): its rows signed
+#: by the period's pieces, plus the failure deltas not folded yet; ordered as ``top_failures``
+_ROLLED_FAILURES = """
+WITH p AS (
+    SELECT * FROM unnest(CAST(:levels AS smallint[]), CAST(:buckets AS timestamptz[]), CAST(:signs AS int[]))
+        AS p(level, bucket, sign)
+), f AS (
+    SELECT r.code, p.sign * r.n AS n, p.sign * r.meta_n AS meta_n, CASE WHEN p.sign > 0 THEN r.reason END AS reason
+    FROM sender.analytics_failures r JOIN p ON r.level = p.level AND r.bucket = p.bucket
+    WHERE r.tenant_id = :tenant
+    UNION ALL
+    SELECT code, n, CASE WHEN meta THEN n ELSE 0 END, CASE WHEN n > 0 THEN reason END
+    FROM sender.analytics_failure_deltas
+    WHERE tenant_id = :tenant AND created_at >= :since AND created_at < :until
+)
+SELECT code, sum(n) AS count, sum(meta_n) > 0 AS meta, max(reason) AS reason
+FROM f
+GROUP BY code
+HAVING sum(n) > 0
+ORDER BY count DESC, code
+LIMIT :limit
+"""
+
+
+async def rollup_top_failures(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    since: datetime,
+    until: datetime,
+    pieces: list[tuple[int, datetime, int]],
+    limit: int,
+) -> list[dict[str, Any]]:
+    """``top_failures`` of [since, until) from the failures rollup: ``pieces`` are the period's
+    (granularity, UTC bucket, sign) (``analytics.decompose``). Run it in the snapshot of
+    ``rollup_figures``: a fold moves failure deltas into the rollup in one transaction."""
+    rows = await conn.execute(
+        sa.text(_ROLLED_FAILURES),
+        {
+            "tenant": tenant_id,
+            "since": since,
+            "until": until,
+            "levels": [g for g, _, _ in pieces],
+            "buckets": [b for _, b, _ in pieces],
+            "signs": [s for _, _, s in pieces],
+            "limit": limit,
+        },
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+async def read(
+    engine: AsyncEngine, tenant_id: uuid.UUID, period: analytics.Period, group_by: str, scan: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``GET /v1/analytics/messages``'s figures (the rows ``analytics.combine`` reads) and top
+    failures: from the rollups and pending deltas in one REPEATABLE READ snapshot when the period's
+    buckets are whole UTC hours (``analytics.plan``), else (or with ``scan``) from the messages."""
+    since, until = period.since, period.until
+    pieces = None if scan else analytics.plan(period, group_by)
+    async with engine.connect() as conn:
+        if pieces is None:  # a zone that cuts hours in two: from the messages themselves
+            rows = await message_figures(conn, tenant_id, since, until, group_by, period.tz)
+            failures = await top_failures(conn, tenant_id, since, until, analytics.TOP_FAILURES)
+            return rows, failures
+        # one snapshot: a fold moves deltas into the rollups in one transaction
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            rolled, pending = await rollup_figures(
+                conn, tenant_id, since, until, analytics.dimension(group_by), pieces
+            )
+            failures = await rollup_top_failures(
+                conn, tenant_id, since, until, analytics.decompose(since, until), analytics.TOP_FAILURES
+            )
+    return analytics.fold(rolled, pending, pieces, group_by, period.zone), failures

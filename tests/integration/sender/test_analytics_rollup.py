@@ -1,6 +1,7 @@
 """The analytics rollup gives the very figures a scan of the messages gives: for every grouping,
 in zones with and without daylight saving, with the deltas folded, half folded or not at all, and
-after messages change status, template and channel again (migration 0011, services.sender.rollup)."""
+after messages change status, template and channel again (migration 0011, services.sender.rollup);
+and the top failure codes of the failures rollup are the scan's (migration 0012)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,22 @@ DAYS = 40
 CHANNELS = [uuid.uuid4() for _ in range(3)] + [None]
 TEMPLATES = ["order_update", "receipt", "reminder"]
 ORIGINS = ["api", "scheduler", "pipeline"]
+#: failure codes, the provider that gives each, and the reason stored with it (one per code, so
+#: the scan's "one reason" and the rollup's agree); None: a failure without a code
+FAILURES = {
+    "131026": ("meta", "meta: message undeliverable"),
+    "131047": ("meta", "meta: re-engagement message"),
+    "131049": ("meta", "meta: healthy ecosystem"),
+    "session_not_connected": ("waha", "waha: the session is not connected"),
+    "window_closed": (None, "the customer service window is closed"),
+    None: (None, "no channel can send it"),
+}
+
+
+def failed(rng: random.Random, codes: tuple[str | None, ...] = tuple(FAILURES)) -> dict[str, Any]:
+    code = rng.choice(codes)
+    provider, reason = FAILURES[code]
+    return {"status": "failed", "error_code": code, "provider": provider, "status_reason": reason}
 
 
 @pytest.fixture
@@ -75,11 +92,7 @@ async def move(engine, rows: list[dict[str, Any]], rng: random.Random) -> None:
             fate = rng.random()
             await conn.execute(sa.update(messages).where(messages.c.id == r["id"]).values(status="sending"))
             if fate < 0.08:
-                await conn.execute(
-                    sa.update(messages)
-                    .where(messages.c.id == r["id"])
-                    .values(status="failed", error_code="131026")
-                )
+                await conn.execute(sa.update(messages).where(messages.c.id == r["id"]).values(**failed(rng)))
                 continue
             if fate < 0.12:
                 continue  # still sending
@@ -93,7 +106,7 @@ async def move(engine, rows: list[dict[str, Any]], rng: random.Random) -> None:
                 await conn.execute(
                     sa.update(messages)
                     .where(messages.c.id == r["id"])
-                    .values(status="failed", error_code="131047")
+                    .values(**failed(rng, ("131026", "131047", "131049", "session_not_connected")))
                 )
                 continue
             delivered = sent + timedelta(milliseconds=rng.lognormvariate(7, 1))
@@ -108,7 +121,7 @@ async def move(engine, rows: list[dict[str, Any]], rng: random.Random) -> None:
 
 async def change_again(engine, rows: list[dict[str, Any]], rng: random.Random) -> None:
     """A fallback template went out, a channel was changed, a failed message was replayed (queued
-    again clears its times) and sent."""
+    again clears its times) and sent, another failed again with another code."""
     async with engine.begin() as conn:
         for r in rng.sample(rows, 60):
             await conn.execute(
@@ -120,14 +133,18 @@ async def change_again(engine, rows: list[dict[str, Any]], rng: random.Random) -
             await conn.execute(
                 sa.update(messages).where(messages.c.id == r["id"]).values(channel_id=rng.choice(CHANNELS))
             )
-        failed = (
+        gone = (
             await conn.execute(
                 sa.select(messages.c.id, messages.c.created_at).where(
                     messages.c.tenant_id == rows[0]["tenant_id"], messages.c.status == "failed"
                 )
             )
         ).all()
-        for mid, created in failed[:30]:
+        for mid, _ in gone[30:70]:  # a reconciliation learnt the real cause
+            await conn.execute(
+                sa.update(messages).where(messages.c.id == mid).values(**failed(rng, ("131049", None)))
+            )
+        for mid, created in gone[:30]:
             await conn.execute(sa.update(messages).where(messages.c.id == mid).values(status="queued"))
             await conn.execute(
                 sa.update(messages)
@@ -182,10 +199,32 @@ CASES = [
 ]
 
 
+async def failures_both_ways(engine, tenant, period: analytics.Period, limit: int) -> tuple[Any, Any]:
+    """The top failure codes from the messages and from the failures rollup (one snapshot)."""
+    async with engine.connect() as conn:
+        scan = await queries.top_failures(conn, tenant, period.since, period.until, limit)
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            rolled = await queries.rollup_top_failures(
+                conn,
+                tenant,
+                period.since,
+                period.until,
+                analytics.decompose(period.since, period.until),
+                limit,
+            )
+    return rolled, scan
+
+
 async def assert_same(engine, tenant) -> int:
     compared = 0
     for tz, first, last, group_by in CASES:
         period = analytics.Period(first, last, tz)
+        for limit in (analytics.TOP_FAILURES, 3):  # all of them, and the first three (ties broken alike)
+            got_failures, want_failures = await failures_both_ways(engine, tenant, period, limit)
+            assert got_failures == want_failures, (tz, first, last, limit)
+            assert want_failures, (tz, first, last)
         want = await scanned(engine, tenant, period, group_by)
         got = await rolled_up(engine, tenant, period, group_by)
         diff = {
