@@ -9,14 +9,16 @@ a migrated database, and seeds ``sender.messages`` with ``--messages`` rows over
 one ``INSERT … SELECT FROM generate_series`` (5 tenants holding 40/25/15/10/10 %, 3 channels each,
 8 templates, origins api/scheduler/pipeline; statuses 45 % read, 30 % delivered, 12 % sent,
 8 % failed with six codes, 5 % queued/sending; queue and delivery times drawn per row), then
-``VACUUM ANALYZE``; the 0011 triggers write the seed's analytics deltas, and it times folding
-them into the rollup (``services.sender.rollup.fold_all``, what a sender does in the background).
+``VACUUM ANALYZE``; the 0011 and 0012 triggers write the seed's analytics and failure deltas, and
+it times folding them into the rollups (``services.sender.rollup.fold_all``, what a sender does in
+the background).
 
 It then runs ``GET /v1/analytics/messages``'s two paths for the biggest tenant, ``--runs`` times
-each, in the same run: the **rollup** path (``analytics.plan`` → ``rollup_figures`` + top failures
-in one REPEATABLE READ snapshot → ``fold`` → ``combine``: what the API does for a zone whose
-offsets are whole hours) and the **scan** of the messages (``message_figures`` + top failures,
-what it does for a zone such as Asia/Kolkata), with the 0005 index:
+each, in the same run, through the API's own read (``repository.analytics.read``) and ``combine``:
+the **rollup** path (``analytics.plan`` → ``rollup_figures`` + ``rollup_top_failures`` in one
+REPEATABLE READ snapshot → ``fold``: what the API does for a zone whose offsets are whole hours)
+and the **scan** of the messages (``message_figures`` + ``top_failures``, what it does for a zone
+such as Asia/Kolkata), with the 0005 indexes:
 
 1. the last 30 days by day, 2. the last 30 days by template, 3. the 90 days by day, all in
 Europe/Lisbon; 4. the last 30 days by day in America/Sao_Paulo (a local day is not a UTC day);
@@ -26,8 +28,9 @@ It prints p50/p95 of each path and the p95 ratio rollup / scan. Target: p95 ≤ 
 
 6. **hot path** (``--hot-rounds``): what the analytics cost the sender's writes — 4,000 messages
    inserted 100 per transaction, then moved queued → sending → sent → delivered 100 per statement,
-   with everything as migrated, without the 0011 triggers, and without 0011 and 0005 (dropped),
-   in turn: ms per message at PostgreSQL.
+   with everything as migrated, without the 0012 triggers, without 0011 and 0012, and without
+   0011, 0012 and 0005 (dropped), in turn: ms per message at PostgreSQL. (These messages do not
+   fail: 0012 writes rows only for failed ones, so its cost here is its statement trigger.)
 
 A program that prints figures, not a test: it asserts nothing.
 """
@@ -106,6 +109,11 @@ ZERO_ELEVEN_DROP = (
     "DROP TRIGGER messages_analytics_change ON sender.messages",
     "DROP TRIGGER messages_analytics_deletes ON sender.messages",
 )
+ZERO_TWELVE_DROP = (
+    "DROP TRIGGER messages_analytics_failures_inserts ON sender.messages",
+    "DROP TRIGGER messages_analytics_failures_change ON sender.messages",
+    "DROP TRIGGER messages_analytics_failures_deletes ON sender.messages",
+)
 ZERO_FIVE_DROP = (
     "DROP TRIGGER messages_stamp_status_times ON sender.messages",
     "DROP INDEX sender.ix_messages_analytics",
@@ -113,8 +121,9 @@ ZERO_FIVE_DROP = (
 )
 HOT_VARIANTS = {
     "as migrated": (),
-    "without 0011": ZERO_ELEVEN_DROP,
-    "without 0011, 0005": ZERO_ELEVEN_DROP + ZERO_FIVE_DROP,
+    "without 0012": ZERO_TWELVE_DROP,
+    "without 0011, 0012": ZERO_ELEVEN_DROP + ZERO_TWELVE_DROP,
+    "without 0011, 0012, 0005": ZERO_ELEVEN_DROP + ZERO_TWELVE_DROP + ZERO_FIVE_DROP,
 }
 
 
@@ -151,7 +160,8 @@ async def hot_path(engine: AsyncEngine, rounds: int) -> None:
                     text(
                         "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname IN "
                         "('messages_stamp_status_times', 'messages_analytics_inserts', 'messages_analytics_change', "
-                        "'messages_analytics_deletes') "
+                        "'messages_analytics_deletes', 'messages_analytics_failures_inserts', "
+                        "'messages_analytics_failures_change', 'messages_analytics_failures_deletes') "
                         "UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'sender' "
                         "AND indexname IN ('ix_messages_analytics', 'ix_messages_failed')"
                     )
@@ -175,11 +185,11 @@ async def hot_path(engine: AsyncEngine, rounds: int) -> None:
                                 await conn.execute(text(definition))
     await rollup.fold_all(engine)  # the hot rounds' deltas
     med = {name: [statistics.median(x) for x in zip(*r, strict=True)] for name, r in results.items()}
-    base = med["without 0011, 0005"]
+    base = med["without 0011, 0012, 0005"]
     print(f"hot path at PostgreSQL (median of {rounds} rounds, 4,000 messages each), ms per message:")
-    print("                                   " + "".join(f"{name:>22}" for name in HOT_VARIANTS))
+    print("                                   " + "".join(f"{name:>26}" for name in HOT_VARIANTS))
     for i, what in enumerate(("insert (100 per transaction)", "three status updates (100 each)")):
-        cells = "".join(f"{med[name][i]:>15.3f} ({med[name][i] / base[i]:4.2f})" for name in HOT_VARIANTS)
+        cells = "".join(f"{med[name][i]:>19.3f} ({med[name][i] / base[i]:4.2f})" for name in HOT_VARIANTS)
         print(f"  {what:<33}{cells}")
     print("  (ratio to the last column: no analytics triggers or indexes at all)")
 
@@ -193,29 +203,14 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
 
 
-async def scan(engine: AsyncEngine, tenant: uuid.UUID, period: analytics.Period, group_by: str) -> float:
-    """The figures read from the messages themselves (a zone that cuts hours in two)."""
+async def timed(
+    engine: AsyncEngine, tenant: uuid.UUID, period: analytics.Period, group_by: str, scan: bool
+) -> float:
+    """The API's read (``repository.analytics.read``: figures and top failures) and ``combine``,
+    in ms: the rollups, or with ``scan`` the messages themselves (a zone that cuts hours in two)."""
     started = time.perf_counter()
-    async with engine.connect() as conn:
-        rows = await queries.message_figures(conn, tenant, period.since, period.until, group_by, period.tz)
-        await queries.top_failures(conn, tenant, period.since, period.until, analytics.TOP_FAILURES)
+    rows, _ = await queries.read(engine, tenant, period, group_by, scan=scan)
     analytics.combine(rows)
-    return (time.perf_counter() - started) * 1000
-
-
-async def rolled(engine: AsyncEngine, tenant: uuid.UUID, period: analytics.Period, group_by: str) -> float:
-    """The API's path for a whole-hour zone: the rollup plus the pending deltas, in one snapshot."""
-    started = time.perf_counter()
-    pieces = analytics.plan(period, group_by)
-    assert pieces is not None, period
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="REPEATABLE READ")
-        async with conn.begin():
-            r, pending = await queries.rollup_figures(
-                conn, tenant, period.since, period.until, analytics.dimension(group_by), pieces
-            )
-            await queries.top_failures(conn, tenant, period.since, period.until, analytics.TOP_FAILURES)
-    analytics.combine(analytics.fold(r, pending, pieces, group_by, period.zone))
     return (time.perf_counter() - started) * 1000
 
 
@@ -223,12 +218,14 @@ async def measure(engine: AsyncEngine, cases: dict[str, tuple[analytics.Period, 
     """``runs`` timings of each path of each case, the paths and cases interleaved."""
     out: dict[tuple[str, str], list[float]] = {}
     for period, group_by in cases.values():  # warm the cache
-        await scan(engine, TENANTS[0], period, group_by)
-        await rolled(engine, TENANTS[0], period, group_by)
+        await timed(engine, TENANTS[0], period, group_by, scan=True)
+        await timed(engine, TENANTS[0], period, group_by, scan=False)
     for _ in range(runs):
         for name, (period, group_by) in cases.items():
-            out.setdefault((name, "rollup"), []).append(await rolled(engine, TENANTS[0], period, group_by))
-            out.setdefault((name, "scan"), []).append(await scan(engine, TENANTS[0], period, group_by))
+            out.setdefault((name, "rollup"), []).append(
+                await timed(engine, TENANTS[0], period, group_by, False)
+            )
+            out.setdefault((name, "scan"), []).append(await timed(engine, TENANTS[0], period, group_by, True))
     return out
 
 
@@ -263,7 +260,12 @@ async def run(db_url: str, n: int, days: int, runs: int, hot_rounds: int) -> Non
         fold_seconds = time.monotonic() - started
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text("VACUUM ANALYZE sender.analytics_rollup, sender.analytics_deltas"))
+            await conn.execute(
+                text(
+                    "VACUUM ANALYZE sender.analytics_rollup, sender.analytics_deltas, "
+                    "sender.analytics_failures, sender.analytics_failure_deltas"
+                )
+            )
             rows = (await conn.execute(text("SELECT count(*) FROM sender.analytics_rollup"))).scalar()
         say(f"folded {folded:,} deltas into {rows:,} rollup rows in {fold_seconds:.1f} s")
 
@@ -280,6 +282,11 @@ async def run(db_url: str, n: int, days: int, runs: int, hot_rounds: int) -> Non
             f"{days} days by day": (period(days), "day"),
             "30 days by day, America/Sao_Paulo": (period(30, "America/Sao_Paulo"), "day"),
         }
+        agree = [
+            (await queries.read(engine, TENANTS[0], p, g, scan=False))[1]
+            == (await queries.read(engine, TENANTS[0], p, g, scan=True))[1]
+            for p, g in cases.values()
+        ]
         results = await measure(engine, cases, runs)
         async with engine.begin() as conn:  # a fold that is behind: 10,000 new messages' deltas
             await conn.execute(text(HOT_INSERT), {"t": TENANTS[0], "n": 10_000})
@@ -291,6 +298,7 @@ async def run(db_url: str, n: int, days: int, runs: int, hot_rounds: int) -> Non
             f"fold of the seed: {folded:,} deltas in {fold_seconds:.1f} s ({folded / fold_seconds:,.0f} deltas/s)"
             f" into {rows:,} rollup rows"
         )
+        print(f"top failures, rollup == scan: {sum(agree)} of {len(agree)} cases")
         report(results, [*cases, *behind])
         if hot_rounds:
             await hot_path(engine, hot_rounds)
