@@ -4,7 +4,8 @@
   ``GET /files/{media_id}`` with the same Bearer token → the bytes (401 without it).
 - Chatwoot ActiveStorage: ``GET /rails/active_storage/blobs/redirect/{name}`` → 302 to ``/files/{name}``.
 - WAHA: ``GET /api/files/{name}`` needs ``X-Api-Key``.
-- OpenAI-compatible ``POST /v1/audio/transcriptions`` (multipart ``file`` + ``model``) → ``{"text"}``.
+- OpenAI-compatible ``POST /v1/audio/transcriptions`` (multipart ``file`` + ``model``) → ``{"text"}``;
+  ``transcribe_fail_next`` answers 500 with OpenAI's error body that many times first.
 
 Media are registered with ``put(media_id, data, mime)``; requests are recorded in ``calls``.
 """
@@ -47,6 +48,10 @@ class FakeMedia:
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     fail_next: int = 0
+    #: transcriptions still to answer 500 (OpenAI's error shape) before answering again
+    transcribe_fail_next: int = 0
+    #: the headers of every transcription request, in order
+    transcribe_headers: list[dict[str, str]] = field(default_factory=list)
     #: seconds every file download is held before it is answered (a slow CDN)
     file_delay: float = 0.0
     port: int = 0
@@ -134,6 +139,20 @@ class FakeMedia:
                     400,
                 )
             self.calls.append(("transcribe", form["model"].decode()))
+            self.transcribe_headers.append(dict(request.headers))
+            if self.transcribe_fail_next > 0:
+                self.transcribe_fail_next -= 1
+                return JSONResponse(
+                    {
+                        "error": {
+                            "message": "The server had an error while processing your request.",
+                            "type": "server_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    },
+                    500,
+                )
             return JSONResponse({"text": self.transcript})
 
         return Starlette(

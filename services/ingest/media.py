@@ -7,6 +7,10 @@ finished event minus media into ``media_jobs`` instead of the outbox; this worke
 the blob, transcribes, and writes the event to the outbox in the same transaction that marks the
 job done. A download that keeps failing is retried with backoff ``media_attempts`` times; then the
 message is published anyway with ``media.error`` — a message is never held back for good.
+
+With tracing on, a job is a span ``media {kind}`` in the webhook's trace (the stored event
+carries its ``traceparent``), and a transcription is a CLIENT span ``transcription {model}`` under
+it, whose request carries the trace context; neither holds the audio or its words.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter
 
 from services.ingest import repository
 from services.ingest.blobs import BlobStore
 from services.ingest.settings import IngestSettings
+from shared import tracing
 from shared.crypto import SecretBox
 from shared.logging import get_logger
 from shared.service import ServiceRuntime
@@ -91,6 +97,15 @@ class MediaWorker:
 
     async def handle(self, http: httpx.AsyncClient, job: Any) -> None:
         event = json.loads(job.event)
+        kind = str(event.get("data", {}).get("kind") or "media")
+        with tracing.span(
+            f"media {kind}",
+            parent=tracing.extract(event),
+            attributes={"herald.media.attempt": job.attempts + 1, "cloudevents.event_id": str(job.event_id)},
+        ):
+            await self._handle(http, job, event)
+
+    async def _handle(self, http: httpx.AsyncClient, job: Any, event: dict[str, Any]) -> None:
         data = event["data"]
         media = dict(data.get("media") or {})
         pending = media.pop("pending", None) or {}
@@ -263,16 +278,37 @@ class MediaWorker:
         A transcription failure never holds the message back: it is published without one."""
         url = str(self.settings.transcription_url).rstrip("/")
         key = self.settings.transcription_api_key.get_secret_value()
-        try:
-            response = await http.post(
-                f"{url}/audio/transcriptions",
-                headers={"Authorization": f"Bearer {key}"} if key else {},
-                files={"file": (f"voice{ext}", audio, mime)},
-                data={"model": self.settings.transcription_model, "response_format": "json"},
-            )
-            response.raise_for_status()
-            return str(response.json().get("text") or "") or None
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("transcription failed", error=str(exc)[:200])
-            MEDIA.labels("transcription_failed").inc()
-            return None
+        model = self.settings.transcription_model
+        attributes = {
+            "gen_ai.operation.name": "transcription",
+            "gen_ai.provider.name": "openai",  # the API spoken: OpenAI's, or a compatible server
+            "gen_ai.request.model": model,
+            "server.address": httpx.URL(url).host,
+            "herald.audio.bytes": len(audio),
+        }
+        with tracing.span(f"transcription {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            found = tracing.current_traceparent()
+            if found is not None:
+                headers["traceparent"] = found[0]
+                if found[1]:
+                    headers["tracestate"] = found[1]
+            try:
+                response = await http.post(
+                    f"{url}/audio/transcriptions",
+                    headers=headers,
+                    files={"file": (f"voice{ext}", audio, mime)},
+                    data={"model": model, "response_format": "json"},
+                )
+                if span is not None:
+                    span.set_attribute("http.response.status_code", response.status_code)
+                response.raise_for_status()
+                return str(response.json().get("text") or "") or None
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("transcription failed", error=str(exc)[:200])
+                MEDIA.labels("transcription_failed").inc()
+                if span is not None:
+                    status = getattr(getattr(exc, "response", None), "status_code", None)
+                    span.set_attribute("error.type", str(status) if status else type(exc).__name__)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+                return None
