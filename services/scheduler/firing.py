@@ -70,11 +70,12 @@ def _request(sched: Scheduler, row: Any, message_id: uuid.UUID) -> MessageReques
     )
 
 
-def _in_own_trace(event: CloudEvent[Any], **attributes: str) -> CloudEvent[Any]:
+def _in_own_trace(event: CloudEvent[Any], created_in: str | None, **attributes: str) -> CloudEvent[Any]:
     """``event`` carrying the traceparent of a PRODUCER span of its own, the root of a new trace:
     each firing is a new causal chain (the request that made the schedule is long finished), and
-    the consumers' spans (the sender's send, the pipeline's writer flow) join this trace.
-    Unchanged at no cost when tracing is off."""
+    the consumers' spans (the sender's send, the pipeline's writer flow) join this trace. The span
+    links to ``created_in``, the trace context stored with the row when it was created. Unchanged
+    at no cost when tracing is off."""
     if not tracing.enabled():
         return event
     with tracing.span(
@@ -89,6 +90,7 @@ def _in_own_trace(event: CloudEvent[Any], **attributes: str) -> CloudEvent[Any]:
             **attributes,
         },
     ):
+        tracing.link_current(created_in)
         return tracing.inject(event)
 
 
@@ -136,6 +138,7 @@ def _fire_row(sched: Scheduler, row: Any, now: datetime) -> _RowOutcome:
         )
         event = _in_own_trace(
             event,
+            row.traceparent,
             **{
                 "herald.schedule_id": str(row.id),
                 "herald.message_id": str(step.fired_id),
@@ -244,6 +247,7 @@ async def fire_due_reminders(sched: Scheduler, now: datetime | None = None) -> i
                 )
                 event = _in_own_trace(
                     event,
+                    row.traceparent,
                     **{"herald.reminder_id": str(row.id), "herald.message_id": str(row.message_id)},
                 )
                 uow.add_event(event, priority=row.priority)
@@ -287,6 +291,7 @@ async def fire_due_pacing(sched: Scheduler, now: datetime | None = None) -> int:
                 uow.add_event(
                     _in_own_trace(
                         event,
+                        row.traceparent,
                         **{"herald.pacing_schedule_id": str(row.id), "herald.slot_at": plan.fire.isoformat()},
                     )
                 )

@@ -36,6 +36,8 @@ scheduled_messages = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
+    #: the trace context of the span that created the row; a firing's span links to it
+    sa.Column("traceparent", sa.Text, nullable=True),
     sa.Index("ix_scheduled_due", "send_at", postgresql_where=sa.text("status = 'pending'")),
     sa.Index("ix_scheduled_tenant_created", "tenant_id", sa.text("created_at DESC")),
 )
@@ -103,6 +105,8 @@ reminders = sa.Table(
     #: the CloudEvent time of the event.* that last planned or cancelled this row: an older event
     #: arriving late (redelivery, several publishers) never undoes a newer one
     sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
+    #: the trace context of the span that created the row; a firing's span links to it
+    sa.Column("traceparent", sa.Text, nullable=True),
     sa.UniqueConstraint("tenant_id", "event_id", "recipient_hash", "rule_name", name="uq_reminder_slot"),
     sa.Index("ix_reminders_due", "due_at", postgresql_where=sa.text("status = 'pending'")),
     sa.Index("ix_reminders_event", "tenant_id", "event_id"),
@@ -135,6 +139,8 @@ pacing_schedules = sa.Table(
     sa.Column("last_slot_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    #: the trace context of the span that created the row; a firing's span links to it
+    sa.Column("traceparent", sa.Text, nullable=True),
     sa.Index("ix_pacing_due", "next_at", postgresql_where=sa.text("active")),
     sa.Index("ix_pacing_tenant", "tenant_id", "user_id"),
 )

@@ -18,6 +18,7 @@ from services.scheduler.models import pacing_schedules as ps
 from services.scheduler.models import reminder_policies as rp
 from services.scheduler.models import reminders as rm
 from services.scheduler.models import scheduled_messages as sm
+from shared import tracing
 
 #: the NOTIFY channel that wakes the claim loop when something new may be due
 DUE_CHANNEL = "scheduler_due"
@@ -31,8 +32,13 @@ async def notify_due(conn: AsyncConnection) -> None:
 # --- scheduled messages ----------------------------------------------------------------------
 
 
+def _traced(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the active span's traceparent (None with tracing off), for the firing to link."""
+    return values if "traceparent" in values else {**values, "traceparent": tracing.traceparent()}
+
+
 async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    await conn.execute(sa.insert(sm).values(**values))
+    await conn.execute(sa.insert(sm).values(**_traced(values)))
 
 
 async def get(
@@ -209,7 +215,7 @@ async def reminders_for_event(conn: AsyncConnection, tenant_id: uuid.UUID, event
 
 async def insert_reminders(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        await conn.execute(sa.insert(rm), rows)
+        await conn.execute(sa.insert(rm), [_traced(r) for r in rows])
 
 
 async def update_reminder(conn: AsyncConnection, reminder_id: uuid.UUID, **values: Any) -> None:
@@ -292,7 +298,7 @@ async def finish_reminders(conn: AsyncConnection, updates: list[dict[str, Any]])
 
 
 async def insert_pacing(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    await conn.execute(sa.insert(ps).values(**values))
+    await conn.execute(sa.insert(ps).values(**_traced(values)))
 
 
 async def get_pacing(

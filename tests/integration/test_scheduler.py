@@ -557,7 +557,10 @@ async def test_each_firing_is_a_new_trace_whose_producer_span_the_event_carries(
     exporter = InMemorySpanExporter()
     assert tracing.configure("scheduler", exporter=exporter)
     try:
-        schedule, at = await one_off("traced")
+        # the request that creates it (the app was built with tracing off: no FastAPI span of its own)
+        with tracing.span("POST /v1/scheduled-messages", kind=SpanKind.SERVER) as created:
+            assert created is not None
+            schedule, at = await one_off("traced")
         before = len(await bodies())
         with tracing.span("an unrelated span") as unrelated:  # the firing does not continue it
             assert unrelated is not None
@@ -578,3 +581,9 @@ async def test_each_firing_is_a_new_trace_whose_producer_span_the_event_carries(
     # the sender's consumer continues it: the envelope's context names the scheduler's span
     parent = tracing.extract(event)
     assert parent is not None and trace.get_current_span(parent).get_span_context().span_id == ctx.span_id
+    # and it links to the request that created the schedule (another trace, long finished)
+    made = created.get_span_context()
+    assert [(link.context.trace_id, link.context.span_id) for link in fired.links] == [
+        (made.trace_id, made.span_id)
+    ]
+    assert made.trace_id != ctx.trace_id
