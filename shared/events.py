@@ -548,10 +548,24 @@ def canonical_type(value: str) -> str:
     raise UnknownEventType(f"unknown event type {value!r}; known types: {', '.join(sorted(CATALOGUE))}")
 
 
+#: ``CloudEvent[model]`` for each data model, made once. Pydantic keeps parametrised generics in a
+#: weak cache, so a ``CloudEvent[X]`` nobody holds is collected and rebuilt (schema and all) on the
+#: next use: 30 µs per event on average in the scheduler's claim, a quarter of its CPU per row.
+_ENVELOPES: dict[Any, Any] = {}
+
+
+def envelope_type(model: Any) -> Any:
+    """``CloudEvent[model]``, parametrised once and kept."""
+    found = _ENVELOPES.get(model)
+    if found is None:
+        found = _ENVELOPES[model] = CloudEvent[model]  # type: ignore[valid-type]
+    return found
+
+
 def new_event(
     data: D, *, tenant_id: uuid.UUID, source: str, event_id: str | None = None, subject: str | None = None
 ) -> CloudEvent[D]:
-    return CloudEvent[type(data)](  # type: ignore[misc]
+    return envelope_type(type(data))(  # type: ignore[no-any-return]
         id=event_id or str(uuid.uuid4()),
         source=source,
         type=data.type_name(),
@@ -568,11 +582,11 @@ def parse_event(raw: dict[str, Any] | bytes | str) -> CloudEvent[Any]:
     Raises ``UnknownEventType`` or pydantic's ``ValidationError`` with field paths.
     """
     if isinstance(raw, (bytes, str)):
-        envelope = CloudEvent[dict[str, Any]].model_validate_json(raw)  # type: ignore[type-var]
+        envelope = envelope_type(dict[str, Any]).model_validate_json(raw)
     else:
-        envelope = CloudEvent[dict[str, Any]].model_validate(raw)  # type: ignore[type-var]
+        envelope = envelope_type(dict[str, Any]).model_validate(raw)
     model = CATALOGUE[envelope.type]
-    return CloudEvent[model].model_validate(  # type: ignore[valid-type]
+    return envelope_type(model).model_validate(  # type: ignore[no-any-return]
         {**envelope.model_dump(exclude={"data"}), "data": envelope.data}
     )
 
