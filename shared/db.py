@@ -142,8 +142,25 @@ class UnitOfWork:
         return (await self.conn.execute(stmt)).first() is not None
 
     async def commit(self) -> None:
-        if self._pending:
+        if len(self._pending) == 1:
             await self.conn.execute(sa.insert(self._outbox), self._pending)
+        elif self._pending:
+            # one INSERT over arrays: an executemany runs the statement once per row (a claim
+            # of 2,000 schedules spent a tenth of its time here)
+            await self.conn.execute(
+                sa.text(
+                    f"INSERT INTO {self._outbox.fullname} (event_id, routing_key, body, priority) "
+                    "SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:routing_keys AS text[]), "
+                    "CAST(:bodies AS bytea[]), CAST(:priorities AS smallint[]))"
+                ),
+                {
+                    "event_ids": [p["event_id"] for p in self._pending],
+                    "routing_keys": [p["routing_key"] for p in self._pending],
+                    "bodies": [p["body"] for p in self._pending],
+                    "priorities": [p["priority"] for p in self._pending],
+                },
+            )
+        if self._pending:
             # NOTIFY is delivered at commit: the relay wakes only when the rows are visible.
             await self.conn.execute(sa.select(sa.func.pg_notify(notify_channel(self.schema), "")))
             self._pending = []

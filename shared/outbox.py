@@ -142,8 +142,10 @@ class OutboxRelay:
             ]
             failures = [res for res in results if isinstance(res, BaseException)]
             if confirmed:
+                # one array parameter, not a bind parameter per row
                 await conn.execute(
-                    sa.update(t).where(t.c.id.in_(confirmed)).values(published_at=sa.func.now())
+                    sa.text(f"UPDATE {t.fullname} SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"),
+                    {"ids": confirmed},
                 )
         OUTBOX_PUBLISHED.labels(self.service).inc(len(confirmed))
         if failures:
