@@ -106,12 +106,11 @@ class Recurrence:
     def occurrences_after(self, after: datetime) -> Iterator[datetime]:
         """UTC instants strictly after ``after`` in order (deduplicated), lazily."""
         tz = zone(self.timezone)
-        rule = _parse_rule(self.rule, self.start)
         # Local-to-instant is monotone non-decreasing, so start a little before ``after``'s wall
         # time (an ambiguous hour can put later wall times at earlier instants) and skip forward.
         local_after = after.astimezone(tz).replace(tzinfo=None) - LOOKBACK
         last: datetime | None = None
-        for scanned, local in enumerate(rule.xafter(local_after, inc=True)):
+        for scanned, local in enumerate(local_times(self.rule, self.start, local_after)):
             if scanned > MAX_SCAN:
                 return
             instant = to_instant(local, tz)
@@ -133,6 +132,35 @@ class Recurrence:
 
 
 _UNTIL_UTC = re.compile(r"UNTIL=(\d{8}T\d{6})Z", re.IGNORECASE)
+
+
+_PLAIN_DAILY = re.compile(r"FREQ=DAILY(?:;INTERVAL=([1-9][0-9]{0,4}))?", re.IGNORECASE)
+
+
+def local_times(rule: str, start: datetime, local_after: datetime) -> Iterator[datetime]:
+    """The rule's local wall-clock times at or after ``local_after``, in order.
+
+    A plain daily rule (the ``daily`` preset, ``FREQ=DAILY;INTERVAL=n``) is arithmetic on the
+    start; anything else goes through dateutil, which walks every occurrence from DTSTART on each
+    call (a cache miss per schedule, as every schedule has its own start: a fifth of the claim's
+    CPU per row, and more the older the schedule). Both give the same times (tested)."""
+    plain = _PLAIN_DAILY.fullmatch(rule)
+    if plain is None:
+        return _parse_rule(rule, start).xafter(local_after, inc=True)
+    return _daily_times(start, timedelta(days=int(plain.group(1) or 1)), local_after)
+
+
+def _daily_times(start: datetime, step: timedelta, local_after: datetime) -> Iterator[datetime]:
+    first = start.replace(microsecond=0)  # as dateutil does with DTSTART
+    k = max(0, -((first - local_after) // step))  # the first k with first + k·step >= local_after
+    while True:
+        yield first + k * step
+        k += 1
+
+
+def dateutil_times(rule: str, start: datetime, local_after: datetime) -> Iterator[datetime]:
+    """``local_times`` always through dateutil (the reference the arithmetic path is tested against)."""
+    return _parse_rule(rule, start).xafter(local_after, inc=True)
 
 
 @lru_cache(maxsize=4096)

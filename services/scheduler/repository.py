@@ -85,31 +85,71 @@ async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Ro
     )
 
 
+#: every claimed schedule moved in ONE statement over arrays: an ``executemany`` of 2,000 UPDATEs
+#: (and as many history INSERTs) was half of a 100,000-occurrence burst's claim time
+_ADVANCE = f"""
+UPDATE {sm.fullname} AS s SET
+    send_at = u.send_at, status = u.status, message_id = u.message_id,
+    published_at = coalesce(u.published_at, s.published_at),
+    fired_count = s.fired_count + u.fired, missed_count = s.missed_count + u.missed,
+    updated_at = u.now
+FROM unnest(CAST(:ids AS uuid[]), CAST(:send_ats AS timestamptz[]), CAST(:statuses AS text[]),
+            CAST(:message_ids AS uuid[]), CAST(:published AS timestamptz[]), CAST(:fired AS int[]),
+            CAST(:missed AS int[]), CAST(:nows AS timestamptz[]))
+     AS u(id, send_at, status, message_id, published_at, fired, missed, now)
+WHERE s.id = u.id
+"""
+
+_RECORD = f"""
+INSERT INTO {occ.fullname} (message_id, schedule_id, tenant_id, due_at, status, fired_at)
+SELECT * FROM unnest(CAST(:message_ids AS uuid[]), CAST(:schedule_ids AS uuid[]),
+                     CAST(:tenant_ids AS uuid[]), CAST(:due_ats AS timestamptz[]),
+                     CAST(:statuses AS text[]), CAST(:fired_ats AS timestamptz[]))
+ON CONFLICT (message_id) DO NOTHING
+"""
+
+
+def _columns(rows: list[dict[str, Any]], keys: dict[str, str]) -> dict[str, list[Any]]:
+    return {param: [row[key] for row in rows] for param, key in keys.items()}
+
+
 async def advance(conn: AsyncConnection, updates: list[dict[str, Any]]) -> None:
-    """Move claimed schedules to their next occurrence (or finish them), one statement for all."""
+    """Move claimed schedules to their next occurrence (or finish them), one statement for all.
+    Each update: ``b_id``, ``b_send_at``, ``b_status``, ``b_message_id``, ``b_published_at`` (kept
+    when None), ``b_fired`` and ``b_missed`` (added to the counters), ``b_now``."""
     if not updates:
         return
-    stmt = (
-        sa.update(sm)
-        .where(sm.c.id == sa.bindparam("b_id"))
-        .values(
-            send_at=sa.bindparam("b_send_at"),
-            status=sa.bindparam("b_status"),
-            message_id=sa.bindparam("b_message_id"),
-            published_at=sa.func.coalesce(
-                sa.bindparam("b_published_at", type_=sm.c.published_at.type), sm.c.published_at
-            ),
-            fired_count=sm.c.fired_count + sa.bindparam("b_fired", type_=sa.Integer),
-            missed_count=sm.c.missed_count + sa.bindparam("b_missed", type_=sa.Integer),
-            updated_at=sa.bindparam("b_now"),
-        )
+    params = _columns(
+        updates,
+        {
+            "ids": "b_id",
+            "send_ats": "b_send_at",
+            "statuses": "b_status",
+            "message_ids": "b_message_id",
+            "published": "b_published_at",
+            "fired": "b_fired",
+            "missed": "b_missed",
+            "nows": "b_now",
+        },
     )
-    await conn.execute(stmt, updates)
+    await conn.execute(sa.text(_ADVANCE), params)
 
 
 async def record_occurrences(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """History rows, one statement for all; an occurrence already recorded is left as it is."""
     if rows:
-        await conn.execute(pg.insert(occ).on_conflict_do_nothing(index_elements=["message_id"]), rows)
+        params = _columns(
+            rows,
+            {
+                "message_ids": "message_id",
+                "schedule_ids": "schedule_id",
+                "tenant_ids": "tenant_id",
+                "due_ats": "due_at",
+                "statuses": "status",
+                "fired_ats": "fired_at",
+            },
+        )
+        await conn.execute(sa.text(_RECORD), params)
 
 
 async def history(conn: AsyncConnection, schedule_id: uuid.UUID, limit: int = 50) -> list[Row[Any]]:

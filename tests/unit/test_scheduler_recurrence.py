@@ -137,6 +137,37 @@ def test_rrule_leap_day_and_nth_weekday():
     assert [d.strftime("%m-%d") for d in second_tuesday.next_n(utc(2027, 1, 1), 2)] == ["01-12", "02-09"]
 
 
+def test_plain_daily_arithmetic_matches_dateutil():
+    """The claim computes plain daily rules without dateutil; every time must be the one dateutil
+    gives, for any start (with seconds and microseconds), interval and point of resumption,
+    including resumptions years after the start and before it."""
+    import random
+
+    from services.scheduler.recurrence import Recurrence, dateutil_times, local_times
+
+    rng = random.Random(20261206)
+    compared = 0
+    for _ in range(400):
+        start = datetime(2020, 1, 1) + timedelta(seconds=rng.randrange(0, 8 * 365 * 86400), microseconds=rng.randrange(10**6))
+        rule = rng.choice(["FREQ=DAILY", "FREQ=DAILY;INTERVAL=1", f"FREQ=DAILY;INTERVAL={rng.randint(2, 40)}", "freq=daily"])
+        after = start + timedelta(seconds=rng.randrange(-30 * 86400, 3 * 365 * 86400))
+        fast = local_times(rule, start, after)
+        reference = dateutil_times(rule, start, after)
+        got = [next(fast) for _ in range(5)]
+        assert got == [next(reference) for _ in range(5)], (rule, start, after)
+        compared += 1
+    # and through time zones with DST, as instants
+    for tz in ("America/New_York", "Europe/Lisbon", "America/Sao_Paulo", "Australia/Lord_Howe"):
+        rec = Recurrence(timezone=tz, start=datetime(2025, 3, 9, 2, 30), rule="FREQ=DAILY")
+        after = utc(2025, 3, 1)
+        reference = rec.next_n(after, 400)
+        assert len(reference) == 400
+        # the same walk with dateutil: the arithmetic path is only taken for plain daily rules
+        slow = Recurrence(timezone=tz, start=datetime(2025, 3, 9, 2, 30), rule="FREQ=DAILY;BYHOUR=2;BYMINUTE=30")
+        assert reference == slow.next_n(after, 400), tz
+    assert compared == 400
+
+
 @pytest.mark.parametrize(
     "kwargs, problem",
     [
