@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import sys
 import tempfile
@@ -238,6 +239,56 @@ async def steady(
     lines.append(f"  duplicates: {duplicates}   lost: {lost}")
 
 
+async def claim_cost(
+    db_url: str, key: str, sizes: list[int], due: int, repeats: int, lines: list[str]
+) -> None:
+    """The scheduler's own claim (``repository.claim_due``: lock up to ``due`` due rows, skipping
+    locked ones) timed with ``due`` rows due and each of ``sizes`` schedules pending in the future,
+    in a database of its own with no scheduler running. Each claim is rolled back, so every
+    repetition claims the same rows. Target: the same cost at 1,000,000 pending as at 1,000."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from services.scheduler import repository as repo
+
+    dsn = asyncpg_dsn(db_url)
+    now = datetime.now(UTC)
+    await insert_schedules(dsn, key, [now - timedelta(minutes=1)] * due)
+    engine = create_async_engine(db_url)
+    pending = 0
+    results: list[tuple[int, float, float, int]] = []
+    try:
+        for size in sorted(sizes):
+            if size > pending:
+                say(f"claim cost: writing {size - pending:,} future schedules ({size:,} pending)")
+                step = timedelta(days=365) / max(1, size - pending)
+                base = now + timedelta(days=1)
+                await insert_schedules(dsn, key, [base + i * step for i in range(size - pending)])
+                pending = size
+            timings = []
+            claimed = 0
+            for i in range(repeats + 2):  # the first two warm the connection and the cache up
+                # a collection of this process's own heap (every few claims, ~100 ms) is not
+                # the claim's cost: collect before each one instead of during it
+                gc.collect()
+                async with engine.connect() as conn:
+                    t = time.perf_counter()
+                    async with conn.begin() as tx:
+                        claimed = len(await repo.claim_due(conn, datetime.now(UTC), due))
+                        if i >= 2:
+                            timings.append((time.perf_counter() - t) * 1000)
+                        await tx.rollback()
+            results.append((size, pct(timings, 50), pct(timings, 95), claimed))
+    finally:
+        await engine.dispose()
+    lines.append(f"claim cost: {due:,} due rows, {repeats} claims each (rolled back), no scheduler running")
+    base_p50 = results[0][1] if results else float("nan")
+    for size, p50, p95, claimed in results:
+        lines.append(
+            f"  with {size:>9,} pending: claim p50 {p50:6.2f} ms, p95 {p95:6.2f} ms "
+            f"({claimed:,} rows claimed; p50 {p50 / base_p50:.2f}x the smallest)"
+        )
+
+
 async def run(args: argparse.Namespace, db_url: str, amqp_url: str, logs: Path, lines: list[str]) -> None:
     env = herald_env(
         db_url,
@@ -284,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         "--outbox-batch", type=int, default=500, help="HERALD_OUTBOX_BATCH_SIZE (default 500)"
     )
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the processes")
+    parser.add_argument(
+        "--pending-sizes",
+        default="1000,1000000",
+        help="claim cost with this many future schedules pending, comma-separated; '' skips (default 1000,1000000)",
+    )
+    parser.add_argument("--claim-repeats", type=int, default=30, help="claims timed per size (default 30)")
     args = parser.parse_args(argv)
 
     state = Path(tempfile.mkdtemp(prefix="herald-bench-scheduler-"))
@@ -298,6 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         server_url = urls.database_url
         db_name, db_url = create_migrated_database(urls.database_url, "herald_bench_sched")
         asyncio.run(run(args, db_url, urls.amqp_url, logs, lines))
+        if args.pending_sizes:
+            # a database of its own: the burst's schedules are pending again (tomorrow's
+            # occurrences) and would count among the pending rows
+            drop_database(server_url, db_name)
+            db_name, db_url = create_migrated_database(urls.database_url, "herald_bench_sched")
+            sizes = [int(x) for x in args.pending_sizes.split(",") if x]
+            key = SecretBox.generate_key()
+            asyncio.run(claim_cost(db_url, key, sizes, args.claim_batch, args.claim_repeats, lines))
     except KeyboardInterrupt:
         say("interrupted")
     except Exception:

@@ -144,7 +144,9 @@ class OutboxRelay:
             if confirmed:
                 # one array parameter, not a bind parameter per row
                 await conn.execute(
-                    sa.text(f"UPDATE {t.fullname} SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"),
+                    sa.text(
+                        f"UPDATE {t.fullname} SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"
+                    ),
                     {"ids": confirmed},
                 )
         OUTBOX_PUBLISHED.labels(self.service).inc(len(confirmed))

@@ -148,8 +148,12 @@ def test_plain_daily_arithmetic_matches_dateutil():
     rng = random.Random(20261206)
     compared = 0
     for _ in range(400):
-        start = datetime(2020, 1, 1) + timedelta(seconds=rng.randrange(0, 8 * 365 * 86400), microseconds=rng.randrange(10**6))
-        rule = rng.choice(["FREQ=DAILY", "FREQ=DAILY;INTERVAL=1", f"FREQ=DAILY;INTERVAL={rng.randint(2, 40)}", "freq=daily"])
+        start = datetime(2020, 1, 1) + timedelta(
+            seconds=rng.randrange(0, 8 * 365 * 86400), microseconds=rng.randrange(10**6)
+        )
+        rule = rng.choice(
+            ["FREQ=DAILY", "FREQ=DAILY;INTERVAL=1", f"FREQ=DAILY;INTERVAL={rng.randint(2, 40)}", "freq=daily"]
+        )
         after = start + timedelta(seconds=rng.randrange(-30 * 86400, 3 * 365 * 86400))
         fast = local_times(rule, start, after)
         reference = dateutil_times(rule, start, after)
@@ -163,7 +167,9 @@ def test_plain_daily_arithmetic_matches_dateutil():
         reference = rec.next_n(after, 400)
         assert len(reference) == 400
         # the same walk with dateutil: the arithmetic path is only taken for plain daily rules
-        slow = Recurrence(timezone=tz, start=datetime(2025, 3, 9, 2, 30), rule="FREQ=DAILY;BYHOUR=2;BYMINUTE=30")
+        slow = Recurrence(
+            timezone=tz, start=datetime(2025, 3, 9, 2, 30), rule="FREQ=DAILY;BYHOUR=2;BYMINUTE=30"
+        )
         assert reference == slow.next_n(after, 400), tz
     assert compared == 400
 
