@@ -151,7 +151,8 @@ def test_a_rejected_template_blocks_sends_with_a_clear_reason(system: SenderSyst
     failed = wait_status(client, message_id, "failed", timeout=30)
     assert failed["error_code"] == "template_rejected"
     assert "REJECTED" in failed["status_reason"] and "INVALID_FORMAT" in failed["status_reason"]
-    time.sleep(0.3)
+    # refused before any call: the sender records `sending` before every provider call
+    assert "sending" not in [h["status"] for h in failed["history"]], failed["history"]
     assert len(system.meta.received_for(pnid)) == calls  # no call Meta would refuse
 
 
