@@ -59,7 +59,12 @@ NOTE = "Our new menu has a vegan feijoada that sold out on Friday"
 REPLICAS = {"ingest": 2, "pipeline": 2, "sender": 2, "scheduler": 1}
 
 SERVICE_ENV = {
-    "SENDER_SENDING_LEASE_SECONDS": "3",
+    # The lease must outlast any stall of a live sender, or another replica's sweeper resends what
+    # the stalled one has at the provider (services/sender/README.md, "Crash rule"). With 3 s, the
+    # run of 2026-12-06 had every process pause 4-5 s when RabbitMQ came back after its 30 s stop
+    # (2 shared cores); sender-1's renewal came 4.7 s late and sender-0's sweeper resent the 57
+    # messages sender-1 had live: 57 duplicates. 10 s keeps a SIGKILL's recovery short.
+    "SENDER_SENDING_LEASE_SECONDS": "10",
     "SENDER_HTTP_TIMEOUT_SECONDS": "2",
     "SENDER_MAX_ATTEMPTS": "8",
     "SENDER_BACKOFF_BASE_SECONDS": "0.2",
