@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import time
 import uuid
 from typing import Any, Self
@@ -32,9 +31,9 @@ from aiohttp import web
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from devtools.ports import free_port
+
+    return free_port()
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None, **headers: str) -> web.Response:

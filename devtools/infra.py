@@ -127,19 +127,11 @@ def _make_urls(pg_host: str, pg_port: int, amqp_host: str, amqp_port: int, kind:
 # --------------------------------------------------------------------------------------------
 
 
-# Well-known ports a fresh pick must avoid: epmd, standard AMQP/PostgreSQL/management, and the
-# range rabbitmqctl binds for its own Erlang distribution (35672-35682 by default).
-_RESERVED_PORTS = frozenset({4369, 5432, 5672, 15672, 25672, *range(35672, 35683)})
-
-
 def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it; races are possible)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            port = int(sock.getsockname()[1])
-        if port not in _RESERVED_PORTS:
-            return port
+    """A TCP port on 127.0.0.1 that is free now, below the ephemeral range (``devtools.ports``)."""
+    from devtools.ports import free_port
+
+    return free_port(HOST)
 
 
 def _port_free(port: int) -> bool:

@@ -17,15 +17,15 @@ from typing import Any
 
 import httpx
 
+from devtools import ports
 from herald.services import SERVICES
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1 below the ephemeral range (``devtools.ports``)."""
+    return ports.free_port()
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

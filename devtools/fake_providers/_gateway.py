@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import struct
 import zlib
 from collections.abc import Awaitable, Callable
@@ -72,9 +71,9 @@ RECEIVED = web.RequestKey("received", Received)
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from devtools.ports import free_port
+
+    return free_port()
 
 
 def tiny_png() -> bytes:
